@@ -1,0 +1,31 @@
+# One-word runners. `make demo` and `make test` create .venv and install everything first.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of PyTorch, installed before the package so that pip does not pull a CUDA build.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,serve]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/siamnet data info digits
+	$(BIN)/siamnet train --out runs/demo --overwrite
+	$(BIN)/siamnet evaluate runs/demo --data digits --figures runs/demo/figures
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

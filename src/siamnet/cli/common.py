@@ -1,0 +1,59 @@
+"""Argument helpers shared by several verbs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from siamnet.errors import ArgumentError
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the example in a verb's description as written and shows defaults."""
+
+
+def add_verb(subparsers: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    """A verb's parser whose ``--help`` ends with an example."""
+    return subparsers.add_parser(
+        name,
+        help=help,
+        description=f"{help}\n\nexample:\n  {example}",
+        formatter_class=HelpFormatter,
+    )
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """``"28"`` or ``"28x28"`` (``HxW``) to ``(H, W)``."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise ArgumentError(f"--image-size {text!r}: expected HxW such as 28x28, or one number")
+    return sizes[0], sizes[1]
+
+
+def parse_name_list(text: str | None) -> list[str] | None:
+    """``"6,7,8,9"`` to ``["6", "7", "8", "9"]``."""
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ArgumentError("--eval-classes: expected a comma-separated list of class names")
+    return names
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")

@@ -1,0 +1,158 @@
+"""Backbones: networks that map images ``[B, C, H, W]`` to embeddings ``[B, D]``.
+
+Each backbone is built for a given number of input channels and input size and exposes
+``out_dim``. A user may pass any other `torch.nn.Module` that maps images to vectors through
+the Python API (see `siamnet.models.siamese.SiameseNet`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from siamnet.errors import ArgumentError
+
+
+def _flat_size(features: nn.Module, in_channels: int, image_size: tuple[int, int]) -> int:
+    with torch.no_grad():
+        probe = torch.zeros(1, in_channels, *image_size)
+        return int(features(probe).flatten(1).shape[1])
+
+
+class SeedCNN(nn.Module):
+    """The blog post's CNN: conv 32@3×3, pool, conv 64@3×3, pool, fc 120, fc 84.
+
+    The flatten size is computed from the input size (the post hard-codes 64·5·5 for 28×28).
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: tuple[int, int] = (28, 28)) -> None:
+        super().__init__()
+        if min(image_size) < 10:
+            raise ArgumentError(f"seed-cnn needs inputs of at least 10×10, got {image_size}")
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.fc1 = nn.Linear(_flat_size(self.features, in_channels, image_size), 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.out_dim = 84
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[B, 84]``."""
+        x = self.features(x).flatten(1)
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class KochNet(nn.Module):
+    """Koch, Zemel & Salakhutdinov (2015), "Siamese Neural Networks for One-shot Image
+    Recognition": conv 64@10×10, pool, conv 128@7×7, pool, conv 128@4×4, pool, conv 256@4×4,
+    fully connected 4096 with sigmoid; ReLU after each convolution.
+
+    On 105×105 input this is the paper's network (9216 features before the 4096 layer). On
+    smaller inputs a kernel larger than its feature map is clipped to the map, and a pool of a
+    1-pixel map is skipped, so the same layer stack works down to 28×28.
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: tuple[int, int] = (105, 105)) -> None:
+        super().__init__()
+        if min(image_size) < 10:
+            raise ArgumentError(f"koch needs inputs of at least 10×10, got {image_size}")
+        layers: list[nn.Module] = []
+        h, w = image_size
+        channels = in_channels
+        plan = [(64, 10, True), (128, 7, True), (128, 4, True), (256, 4, False)]
+        for out_channels, kernel, pool in plan:
+            kh, kw = min(kernel, h), min(kernel, w)
+            layers += [nn.Conv2d(channels, out_channels, (kh, kw)), nn.ReLU()]
+            h, w = h - kh + 1, w - kw + 1
+            if pool and min(h, w) >= 2:
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            channels = out_channels
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(channels * h * w, 4096)
+        self.out_dim = 4096
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[B, 4096]`` in (0, 1)."""
+        return torch.sigmoid(self.fc(self.features(x).flatten(1)))
+
+    def reset_parameters_as_paper(self, generator: torch.Generator | None = None) -> None:
+        """The paper's initialisation: conv weights N(0, 1e-2), biases N(0.5, 1e-2),
+        fully connected weights N(0, 2e-1)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, 0.0, 1e-2, generator=generator)
+                nn.init.normal_(module.bias, 0.5, 1e-2, generator=generator)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, 2e-1, generator=generator)
+                nn.init.normal_(module.bias, 0.5, 1e-2, generator=generator)
+
+
+class Conv4(nn.Module):
+    """The standard few-shot backbone (Vinyals et al. 2016; Snell et al. 2017):
+    4 × [conv 3×3 64, batch norm, ReLU, max-pool 2]. Any input of at least 28×28 (16×16 works)."""
+
+    def __init__(
+        self, in_channels: int = 1, image_size: tuple[int, int] = (28, 28), width: int = 64
+    ) -> None:
+        super().__init__()
+        if min(image_size) < 16:
+            raise ArgumentError(f"conv4 needs inputs of at least 16×16, got {image_size}")
+        blocks: list[nn.Module] = []
+        channels = in_channels
+        for _ in range(4):
+            blocks += [
+                nn.Conv2d(channels, width, 3, padding=1),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            channels = width
+        self.features = nn.Sequential(*blocks)
+        self.out_dim = _flat_size(self.features, in_channels, image_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[B, 64·(H/16)·(W/16)]``."""
+        return self.features(x).flatten(1)
+
+
+def resnet18(in_channels: int = 1, image_size: tuple[int, int] = (28, 28)) -> nn.Module:
+    """torchvision's ResNet-18 (untrained) with a first convolution for `in_channels` and
+    the classifier removed: 512-d embeddings. Needs the optional ``vision`` extra."""
+    try:
+        from torchvision.models import resnet18 as tv_resnet18
+    except ImportError as exc:
+        raise ArgumentError(
+            "--model resnet18 needs torchvision: pip install 'siamnet[vision]'"
+        ) from exc
+    net = tv_resnet18(weights=None)
+    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    if min(image_size) < 64:  # keep small images from vanishing before the last stage
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    net.out_dim = 512
+    return net
+
+
+BACKBONES: dict[str, Callable[[int, tuple[int, int]], nn.Module]] = {
+    "seed-cnn": SeedCNN,
+    "koch": KochNet,
+    "conv4": Conv4,
+    "resnet18": resnet18,
+}
+
+
+def build_backbone(name: str, in_channels: int, image_size: tuple[int, int]) -> nn.Module:
+    """A backbone by name, for `in_channels` and ``image_size = (H, W)``; has ``out_dim``."""
+    if name not in BACKBONES:
+        raise ArgumentError(f"--model {name!r}: expected one of {', '.join(BACKBONES)}")
+    return BACKBONES[name](in_channels, tuple(image_size))

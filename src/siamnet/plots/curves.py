@@ -1,0 +1,60 @@
+"""Training curves from a run's ``metrics.csv``: loss, pair accuracy, one-shot accuracy."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from siamnet.errors import DataError  # noqa: E402
+from siamnet.fileio import atomic_path  # noqa: E402
+
+
+def read_metrics(path: str | os.PathLike[str]) -> dict[str, list[float]]:
+    """Columns of ``metrics.csv`` as float lists (empty cells become NaN)."""
+    p = Path(path)
+    try:
+        with open(p, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read metrics ({exc.strerror})") from exc
+    if not rows:
+        raise DataError(f"{p}: no epochs recorded yet")
+    columns: dict[str, list[float]] = {}
+    for key in rows[0]:
+        columns[key] = [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
+    return columns
+
+
+def plot_training_curves(metrics_csv: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Three panels per epoch: training loss; pair accuracy (train batches and validation);
+    one-shot accuracy on validation data. Written atomically to `out` (PNG)."""
+    m = read_metrics(metrics_csv)
+    epochs = m["epoch"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+    axes[0].plot(epochs, m["train_loss"], marker="o", color="tab:blue")
+    axes[0].set_title("training loss")
+    axes[1].plot(epochs, m["train_acc"], marker="o", label="train (batches)")
+    axes[1].plot(epochs, m["val_pair_acc"], marker="s", label="validation pairs")
+    axes[1].set_title("pair accuracy")
+    axes[1].legend(loc="lower right")
+    ways = int(max(m.get("val_oneshot_ways", [0]) or [0]))
+    axes[2].plot(epochs, m["val_oneshot_acc"], marker="o", color="tab:green")
+    axes[2].set_title(f"validation {ways}-way one-shot accuracy" if ways else "validation accuracy")
+    if ways:
+        axes[2].axhline(1.0 / ways, color="grey", linestyle=":", label="chance")
+        axes[2].legend(loc="lower right")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    for ax in axes[1:]:
+        ax.set_ylim(0, 1.02)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(out)

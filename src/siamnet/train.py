@@ -1,0 +1,771 @@
+"""Training a Siamese network, top to bottom.
+
+`fit(config)` loads the data, splits it, builds the model, then alternates `train_epoch` and
+`validate`, writing ``last.pt`` every epoch and ``best.pt`` by validation one-shot accuracy,
+``metrics.csv`` and ``curves.png``. At the end it calibrates the decision threshold on
+validation pairs and measures test pair accuracy and one-shot accuracy on classes held out from
+training. Every random draw comes from seeded generators whose state is checkpointed, so a run
+resumed with ``--resume`` ends with the same weights as one that was never stopped (on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from siamnet import __version__
+from siamnet.checkpoint import load_checkpoint, read_checkpoint_payload, save_checkpoint
+from siamnet.data.augment import AffineRanges, random_affine
+from siamnet.data.episodes import EpisodeSampler
+from siamnet.data.labeled import LabeledImages
+from siamnet.data.pairs import PairSampler, PKSampler, fixed_pairs
+from siamnet.data.registry import load_dataset
+from siamnet.data.splits import split_by_class, split_by_example
+from siamnet.device import resolve_device
+from siamnet.distributed import (
+    DistInfo,
+    all_true,
+    barrier,
+    broadcast_flag,
+    device_for_rank,
+    init_distributed,
+    mean_over_ranks,
+    shutdown,
+)
+from siamnet.errors import ArgumentError, SiamnetError
+from siamnet.evaluate import (
+    best_accuracy_threshold,
+    embed_images,
+    few_shot_accuracy,
+    pair_metrics,
+    pair_scores,
+)
+from siamnet.fileio import atomic_write_text
+from siamnet.models.backbones import KochNet
+from siamnet.models.losses import bce_loss, contrastive_loss, prototypical_loss, triplet_loss
+from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
+from siamnet.presets import preset_values
+from siamnet.progress import progress
+
+
+class TrainingError(SiamnetError):
+    """Training cannot go on (a non-finite loss, an unusable resume folder)."""
+
+
+@dataclass
+class TrainConfig:
+    """Every training argument; ``None`` means "take it from the preset"."""
+
+    data: str | None = None
+    test_data: str | None = None
+    eval_classes: list[str] | None = None
+    eval_fraction: float | None = None
+    image_size: tuple[int, int] | None = None
+    preset: str | None = None
+    model: str | None = None
+    loss: str | None = None
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    momentum_start: float | None = None
+    momentum_ramp_epochs: int | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    augment: str | None = None
+    normalize: str | None = None
+    margin: float | None = None
+    mining: str = "semihard"
+    examples_per_class: int = 4
+    ways: int = 20
+    shots: int = 1
+    queries: int = 5
+    temperature: str = "learned"
+    koch_init: bool | None = None
+    val_fraction: float = 0.15
+    val_classes_fraction: float = 0.2
+    val_pairs: int = 2000
+    val_episodes: int = 300
+    val_ways: int = 20
+    patience: int | None = None
+    log_every: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    amp: str = "auto"
+    compile: bool = False
+    out: str = "runs/default"
+    overwrite: bool = False
+    resume: str | None = None
+    quiet: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every ``None`` filled from the preset (given values win)."""
+        values = preset_values(self.preset)
+        out = dataclasses.replace(self)
+        for key, value in values.items():
+            if getattr(out, key, None) is None:
+                setattr(out, key, value)
+        if out.data is None:
+            out.data = "digits"
+            if out.eval_classes is None and out.eval_fraction is None and self.preset != "seed":
+                out.eval_classes = ["6", "7", "8", "9"]
+        if out.margin is None:
+            out.margin = 1.0 if out.loss == "contrastive" else 0.2
+        for name, default in (("patience", 0), ("momentum", 0.9), ("log_every", 0),
+                              ("koch_init", False), ("momentum_ramp_epochs", 0)):
+            if getattr(out, name) is None:
+                setattr(out, name, default)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["image_size"] = list(self.image_size) if self.image_size else None
+        return d
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainData:
+    """The splits one run uses. `unseen` holds classes never seen in training, if any."""
+
+    train: LabeledImages
+    val: LabeledImages
+    val_protocol: str
+    test: LabeledImages | None
+    unseen: LabeledImages | None
+    notes: list[str]
+
+
+def prepare_data(cfg: TrainConfig) -> TrainData:
+    """Load ``--data`` (and ``--test-data``), hold out evaluation classes, split validation."""
+    dataset = load_dataset(cfg.data, cfg.image_size)
+    train = dataset.train
+    test = load_dataset(cfg.test_data, cfg.image_size).train if cfg.test_data else dataset.test
+    notes = list(train.notes)
+    unseen = None
+    if cfg.eval_classes or cfg.eval_fraction:
+        train, unseen = split_by_class(
+            train, eval_classes=cfg.eval_classes, eval_fraction=cfg.eval_fraction, seed=cfg.seed
+        )
+        if test is not None:  # the test split's examples of the held-out classes are unseen too
+            held = [c for c in unseen.classes if c in test.classes]
+            kept = [c for c in train.classes if c in test.classes]
+            if held:
+                unseen = _concat(unseen, test.select_classes(test.class_ids(held)))
+            test = test.select_classes(test.class_ids(kept)) if kept else None
+    elif test is not None and not set(test.classes) & set(train.classes):
+        unseen, test = test, None  # e.g. Omniglot's evaluation alphabets
+    if test is not None and (test.channels, test.image_size) != (train.channels, train.image_size):
+        raise ArgumentError(
+            f"--test-data {cfg.test_data}: images are {test.channels}×{test.image_size}, "
+            f"training images {train.channels}×{train.image_size}; pass --image-size"
+        )
+    use_classes = train.num_classes >= 20 and cfg.val_classes_fraction > 0
+    if use_classes:
+        train, val = split_by_class(train, eval_fraction=cfg.val_classes_fraction, seed=cfg.seed)
+        protocol = "held-out classes"
+    else:
+        train, val = split_by_example(train, cfg.val_fraction, seed=cfg.seed)
+        protocol = "held-out examples of training classes"
+    return TrainData(train, val, protocol, test, unseen, notes)
+
+
+def _concat(a: LabeledImages, b: LabeledImages) -> LabeledImages:
+    """Examples of `a` and `b`, classes matched by name (b's classes must be in a)."""
+    ids = torch.tensor(a.class_ids(b.classes), dtype=torch.int64)
+    return LabeledImages(
+        images=torch.cat([a.images, b.images]),
+        labels=torch.cat([a.labels, ids[b.labels]]),
+        classes=a.classes,
+        groups=a.groups,
+        source=a.source,
+        notes=a.notes,
+    )
+
+
+def normalization_for(cfg: TrainConfig, train: LabeledImages) -> dict[str, Any]:
+    """``raw`` (0..255, the post), ``unit`` (0..1) or ``standard`` (per-channel mean/std)."""
+    c = train.channels
+    if cfg.normalize == "raw":
+        return {"scale": 1.0, "mean": [0.0] * c, "std": [1.0] * c}
+    if cfg.normalize == "unit":
+        return {"scale": 255.0, "mean": [0.0] * c, "std": [1.0] * c}
+    if cfg.normalize == "standard":
+        x = train.images[: 20000].double() / 255.0
+        mean = x.mean(dim=(0, 2, 3)).tolist()
+        std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+        return {"scale": 255.0, "mean": mean, "std": std}
+    raise ArgumentError(f"--normalize {cfg.normalize!r}: expected raw, unit or standard")
+
+
+# --- model and optimiser ---------------------------------------------------------------------
+
+
+def build_training_model(cfg: TrainConfig, data: TrainData, generator: torch.Generator) -> SiameseNet:
+    spec = ModelSpec(
+        model=cfg.model,
+        loss=cfg.loss,
+        in_channels=data.train.channels,
+        image_size=data.train.image_size,
+        normalization=normalization_for(cfg, data.train),
+        embedding_norm=cfg.loss in ("contrastive", "triplet"),
+        learned_temperature=cfg.loss == "proto" and cfg.temperature == "learned",
+    )
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec)
+    if cfg.koch_init and isinstance(model.backbone, KochNet):
+        model.backbone.reset_parameters_as_paper(generator)
+        for p in model.head.parameters():
+            nn.init.normal_(p, 0.0 if p.dim() > 1 else 0.5, 2e-1 if p.dim() > 1 else 1e-2)
+    model.spec = spec
+    return model
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        momentum = cfg.momentum_start if cfg.momentum_start is not None else cfg.momentum
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ArgumentError(f"--optimizer {cfg.optimizer!r}: expected sgd, adam or adamw")
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Learning-rate multiplier for 0-based `epoch`: ``none``, ``cosine``, ``step`` (×0.1 at
+    half and three quarters) or ``exp:G`` (×G per epoch; Koch et al. use 0.99)."""
+    if schedule == "none":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, epochs)))
+    if schedule == "step":
+        return 0.1 ** sum(epoch >= m for m in (epochs // 2, (3 * epochs) // 4))
+    if schedule.startswith("exp:"):
+        try:
+            return float(schedule[4:]) ** epoch
+        except ValueError:
+            pass
+    raise ArgumentError(f"--schedule {schedule!r}: expected none, cosine, step or exp:GAMMA")
+
+
+def set_epoch_hyperparameters(cfg: TrainConfig, optimizer: torch.optim.Optimizer, epoch: int) -> float:
+    """Apply this epoch's learning rate (and Koch's linearly rising momentum)."""
+    lr = cfg.lr * lr_factor(cfg.schedule, epoch, cfg.epochs)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if cfg.optimizer == "sgd" and cfg.momentum_start is not None:
+            ramp = max(1, cfg.momentum_ramp_epochs)
+            frac = min(1.0, epoch / ramp)
+            group["momentum"] = cfg.momentum_start + frac * (cfg.momentum - cfg.momentum_start)
+    return lr
+
+
+# --- one step per loss -----------------------------------------------------------------------
+
+
+class BatchMaker:
+    """Draws training batches of indices for the chosen loss, from a seeded CPU generator."""
+
+    def __init__(self, cfg: TrainConfig, train: LabeledImages) -> None:
+        self.cfg = cfg
+        labels = train.labels
+        if cfg.loss in ("bce", "contrastive"):
+            self.pairs = PairSampler(labels)
+        elif cfg.loss == "triplet":
+            k = cfg.examples_per_class
+            self.pk = PKSampler(labels, max(2, cfg.batch_size // k), k)
+        elif cfg.loss == "proto":
+            ways = min(cfg.ways, train.num_classes)
+            self.episodes = EpisodeSampler(
+                labels, ways, cfg.shots, cfg.queries, skip_small_classes=True
+            )
+            self.ways = ways
+        else:
+            raise ArgumentError(f"--loss {cfg.loss!r}: expected bce, contrastive, triplet or proto")
+
+    def __call__(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        if self.cfg.loss in ("bce", "contrastive"):
+            left, right, target = self.pairs.sample_indices(self.cfg.batch_size, generator)
+            return {"left": left, "right": right, "target": target}
+        if self.cfg.loss == "triplet":
+            return {"index": self.pk.sample_indices(generator)}
+        ep = self.episodes.sample(generator)
+        return {
+            "support": ep.support,
+            "support_labels": ep.support_labels,
+            "query": ep.query,
+            "query_labels": ep.query_labels,
+        }
+
+
+def compute_loss(
+    cfg: TrainConfig,
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    augment: Any,
+) -> tuple[torch.Tensor, float]:
+    """Loss and batch accuracy of one batch. `images` uint8 ``[N, C, H, W]`` on the device;
+    `augment` maps a float batch to a distorted one (or is None)."""
+    dev = images.device
+
+    def fetch(index: torch.Tensor) -> torch.Tensor:
+        x = images.index_select(0, index.to(dev)).float()
+        return augment(x) if augment is not None else x
+
+    if cfg.loss == "bce":
+        target = batch["target"].to(dev)
+        logits = model(fetch(batch["left"]), fetch(batch["right"]))
+        acc = ((logits.detach() > 0).float() == target).float().mean().item()
+        return bce_loss(logits.float(), target), acc
+    if cfg.loss == "contrastive":
+        target = batch["target"].to(dev)
+        n = len(target)
+        emb = model(fetch(torch.cat([batch["left"], batch["right"]]))).float()
+        a, b = emb[:n], emb[n:]
+        d = torch.linalg.vector_norm(a.detach() - b.detach(), dim=-1)
+        acc = ((d < cfg.margin / 2).float() == target).float().mean().item()
+        return contrastive_loss(a, b, target, cfg.margin), acc
+    if cfg.loss == "triplet":
+        index = batch["index"].to(dev)
+        emb = model(fetch(index)).float()
+        y = labels[index]
+        with torch.no_grad():
+            d = torch.cdist(emb, emb).fill_diagonal_(float("inf"))
+            acc = (y[d.argmin(1)] == y).float().mean().item()
+        return triplet_loss(emb, y, cfg.margin, cfg.mining), acc
+    ns, nq = len(batch["support"]), len(batch["query"])
+    emb = model(fetch(torch.cat([batch["support"], batch["query"]]))).float()
+    base = getattr(getattr(model, "_orig_mod", model), "module", model)
+    temp = base.log_temperature.exp() if base.log_temperature is not None else 1.0
+    ways = int(batch["support_labels"].max()) + 1
+    loss, acc = prototypical_loss(
+        emb[:ns], batch["support_labels"].to(dev), emb[ns : ns + nq],
+        batch["query_labels"].to(dev), ways, temp,
+    )
+    return loss, acc.item()
+
+
+# --- epochs ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """What a resumed run needs besides weights and optimizer state."""
+
+    epoch: int = 0
+    best_score: float = -1.0
+    best_epoch: int = -1
+    epochs_without_improvement: int = 0
+    pairs_seen: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def autocast_context(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    dtype = amp_dtype(cfg, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """Mixed precision: ``auto`` is bf16 on CUDA that supports it, off elsewhere."""
+    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
+        return None
+    if cfg.amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if cfg.amp in ("bf16", "fp16"):
+        return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+    raise ArgumentError(f"--amp {cfg.amp!r}: expected auto, off, bf16 or fp16")
+
+
+def train_epoch(
+    cfg: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    batches: BatchMaker,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    generators: dict[str, torch.Generator],
+    epoch: int,
+    info: DistInfo,
+) -> tuple[float, float, int]:
+    """One epoch of `cfg.steps_per_epoch` steps; returns mean loss, mean accuracy, images seen."""
+    model.train()
+    device = images.device
+    augment = None
+    if cfg.augment == "affine":
+        ranges = AffineRanges()
+        augment = lambda x: random_affine(x, generators["augment"], ranges)  # noqa: E731
+    elif cfg.augment != "none":
+        raise ArgumentError(f"--augment {cfg.augment!r}: expected none or affine")
+    total_loss = total_acc = 0.0
+    running_loss = running_acc = 0.0
+    seen = 0
+    bar = progress(
+        range(cfg.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+        disable=None if info.is_main and not cfg.quiet else True,
+    )
+    for step in bar:
+        batch = batches(generators["sample"])
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_context(cfg, device):
+            loss, acc = compute_loss(cfg, model, batch, images, labels, augment)
+        if not all_true(bool(torch.isfinite(loss).item()), info, device):
+            raise TrainingError(
+                f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower --lr "
+                f"(now {cfg.lr}); the last good checkpoint is kept in {cfg.out}"
+            )
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        value = loss.item()
+        total_loss += value
+        total_acc += acc
+        seen += sum(len(v) for k, v in batch.items() if k in ("left", "right", "index", "support", "query"))
+        if cfg.log_every and info.is_main:  # the blog post's log line
+            running_loss += value
+            running_acc += acc
+            if step % cfg.log_every == 0:
+                print(
+                    "[%d, %5d] loss: %.6f accuracy: %.2f"
+                    % (epoch + 1, step + 1, running_loss / cfg.log_every, running_acc / cfg.log_every),
+                    flush=True,
+                )
+                running_loss = running_acc = 0.0
+        bar.set_postfix(loss=f"{total_loss / (step + 1):.4f}", acc=f"{total_acc / (step + 1):.3f}")
+    bar.close()
+    n = max(1, cfg.steps_per_epoch)
+    return total_loss / n, total_acc / n, seen
+
+
+@torch.no_grad()
+def validate(
+    cfg: TrainConfig, model: SiameseNet, val: LabeledImages, device: torch.device
+) -> dict[str, float]:
+    """Validation pair accuracy (threshold tuned on the same pairs, and at the head's
+    natural threshold) and N-way one-shot accuracy on the validation data."""
+    emb = embed_images(model, val.images, device=device)
+    left, right, target = fixed_pairs(val.labels, cfg.val_pairs, seed=cfg.seed + 1)
+    scores = pair_scores(model, emb, left.to(device), right.to(device)).cpu()
+    threshold = best_accuracy_threshold(scores, target)
+    metrics = pair_metrics(scores, target, threshold)
+    ways = min(cfg.val_ways, _classes_with(val.labels, 2))
+    out = {"val_pair_acc": metrics.accuracy, "val_auc": metrics.roc_auc, "threshold": threshold}
+    if ways >= 2:
+        fs = few_shot_accuracy(
+            model, emb, val.labels.to(device), ways=ways, shots=1, queries=1,
+            episodes=cfg.val_episodes, seed=cfg.seed + 2,
+        )
+        out.update(val_oneshot_acc=fs.accuracy, val_oneshot_ways=ways)
+    else:
+        out.update(val_oneshot_acc=metrics.accuracy, val_oneshot_ways=0)
+    return out
+
+
+def _classes_with(labels: torch.Tensor, min_count: int) -> int:
+    return int((torch.bincount(labels) >= min_count).sum())
+
+
+# --- bookkeeping -----------------------------------------------------------------------------
+
+
+METRIC_COLUMNS = [
+    "epoch", "train_loss", "train_acc", "val_pair_acc", "val_auc", "val_oneshot_acc",
+    "val_oneshot_ways", "lr", "pairs_seen", "seconds",
+]
+
+
+def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    """The whole history, rewritten atomically (so a killed run never leaves half a line)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def draw_curves(run_dir: Path) -> None:
+    """Redraw ``curves.png`` from ``metrics.csv`` (skipped if plotting is unavailable)."""
+    try:
+        from siamnet.plots.curves import plot_training_curves
+    except ImportError:
+        return
+    plot_training_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+
+
+def metadata_for(cfg: TrainConfig, model: SiameseNet, data: TrainData, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "siamnet_version": __version__,
+        "model_spec": model.spec.to_dict(),
+        "classes": data.train.classes,
+        "unseen_classes": data.unseen.classes if data.unseen is not None else [],
+        "threshold": extra.get("threshold", 0.5 if model.spec.head == "l1" else -cfg.margin / 2),
+        "threshold_source": extra.get("threshold_source", "default"),
+        "val_protocol": data.val_protocol,
+        "training_args": cfg.to_json(),
+        **{k: v for k, v in extra.items() if k not in ("threshold", "threshold_source")},
+    }
+
+
+def training_state(
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    generators: dict[str, torch.Generator],
+    state: RunState,
+) -> dict[str, Any]:
+    return {
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "generators": {k: g.get_state() for k, g in generators.items()},
+        "torch_rng": torch.get_rng_state(),
+        "run_state": json.dumps(dataclasses.asdict(state)),
+    }
+
+
+def prepare_run_dir(cfg: TrainConfig, info: DistInfo) -> Path:
+    """Create the run folder; refuse to overwrite one that has files unless ``--overwrite``."""
+    run_dir = Path(cfg.out)
+    if cfg.resume:
+        return run_dir
+    if info.is_main:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            if not cfg.overwrite:
+                raise ArgumentError(
+                    f"--out {run_dir}: folder exists and is not empty; pass --overwrite to replace "
+                    f"it or --resume {run_dir} to continue it"
+                )
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier(info)
+    return run_dir
+
+
+def config_for_resume(cfg: TrainConfig) -> TrainConfig:
+    """The stored training arguments of ``--resume DIR`` (device and quiet from the caller)."""
+    last = Path(cfg.resume) / "last.pt"
+    if not last.is_file():
+        raise TrainingError(f"--resume {cfg.resume}: no last.pt in that folder to continue from")
+    stored = read_checkpoint_payload(last)["metadata"]["training_args"]
+    stored["image_size"] = tuple(stored["image_size"]) if stored.get("image_size") else None
+    resumed = TrainConfig(**stored)
+    resumed.resume, resumed.out = cfg.resume, cfg.resume
+    resumed.device, resumed.quiet = cfg.device, cfg.quiet
+    if cfg.epochs is not None and cfg.epochs != resumed.epochs:
+        resumed.epochs = cfg.epochs  # allow extending a finished run
+    return resumed
+
+
+# --- the whole run ---------------------------------------------------------------------------
+
+
+def fit(config: TrainConfig) -> dict[str, Any]:
+    """Train as `config` says; returns the final summary (also written to ``summary.json``)."""
+    cfg = config_for_resume(config) if config.resume else config.resolved()
+    device = resolve_device(cfg.device)
+    info = init_distributed(device)
+    device = device_for_rank(device, info)
+    try:
+        return _fit(cfg, device, info)
+    finally:
+        shutdown(info)
+
+
+def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, Any]:
+    if cfg.workers > 0:
+        torch.set_num_threads(cfg.workers)
+    for name in ("epochs", "steps_per_epoch", "batch_size"):
+        if int(getattr(cfg, name)) < 1:
+            raise ArgumentError(f"--{name.replace('_', '-')} must be at least 1")
+    data = prepare_data(cfg)
+    run_dir = prepare_run_dir(cfg, info)
+    generators = {
+        "sample": torch.Generator().manual_seed(cfg.seed * 1_000_003 + info.rank),
+        "augment": torch.Generator().manual_seed(cfg.seed * 1_000_033 + 7 + info.rank),
+    }
+    model = build_training_model(cfg, data, torch.Generator().manual_seed(cfg.seed))
+    model.to(device)
+    optimizer = build_optimizer(cfg, model)
+    dtype = amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    state = RunState()
+    if cfg.resume:
+        state = _restore(run_dir / "last.pt", model, optimizer, scaler, generators, device)
+    train_model: nn.Module = model
+    if info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    images = data.train.images.to(device)
+    labels = data.train.labels.to(device)
+    batches = BatchMaker(cfg, data.train)
+    if info.is_main:
+        _announce(cfg, data, device, info)
+    stop = False
+    while state.epoch < cfg.epochs and not stop:
+        epoch = state.epoch
+        lr = set_epoch_hyperparameters(cfg, optimizer, epoch)
+        start = time.perf_counter()
+        loss, acc, seen = train_epoch(
+            cfg, train_model, optimizer, scaler, batches, images, labels, generators, epoch, info
+        )
+        loss = mean_over_ranks(loss, info, device)
+        acc = mean_over_ranks(acc, info, device)
+        state.seconds += time.perf_counter() - start
+        state.pairs_seen += seen * info.world_size
+        state.epoch += 1
+        if info.is_main:
+            val = validate(cfg, model, data.val, device)
+            row = {"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "lr": lr,
+                   "pairs_seen": state.pairs_seen, "seconds": round(state.seconds, 2), **val}
+            state.history.append(row)
+            improved = val["val_oneshot_acc"] > state.best_score
+            if improved:
+                state.best_score, state.best_epoch = val["val_oneshot_acc"], epoch + 1
+                state.epochs_without_improvement = 0
+            else:
+                state.epochs_without_improvement += 1
+            extra = {"epoch": epoch + 1, "threshold": val["threshold"],
+                     "threshold_source": "best accuracy on validation pairs", "validation": val}
+            meta = metadata_for(cfg, model, data, extra)
+            if improved:
+                save_checkpoint(run_dir / "best.pt", model, meta)
+            save_checkpoint(run_dir / "last.pt", model, meta,
+                            training_state(optimizer, scaler, generators, state))
+            write_metrics_csv(run_dir / "metrics.csv", state.history)
+            _log_tensorboard(run_dir, row)
+            draw_curves(run_dir)
+            if not cfg.quiet:
+                print(_epoch_line(row, cfg.epochs), file=sys.stderr, flush=True)
+            stop = bool(cfg.patience) and state.epochs_without_improvement >= cfg.patience
+        stop = broadcast_flag(stop, info, device)
+    barrier(info)
+    if not info.is_main:
+        return {}
+    return finish(cfg, data, run_dir, device, state)
+
+
+def _restore(path, model, optimizer, scaler, generators, device) -> RunState:
+    ckpt = load_checkpoint(path, device=device, model=model)
+    training = ckpt.training
+    if not training:
+        raise TrainingError(f"{path}: holds no training state to resume from")
+    optimizer.load_state_dict(training["optimizer"])
+    if scaler is not None and training.get("scaler"):
+        scaler.load_state_dict(training["scaler"])
+    for name, g in generators.items():
+        g.set_state(training["generators"][name])
+    torch.set_rng_state(training["torch_rng"])
+    return RunState(**json.loads(training["run_state"]))
+
+
+def finish(
+    cfg: TrainConfig, data: TrainData, run_dir: Path, device: torch.device, state: RunState
+) -> dict[str, Any]:
+    """Calibrate on validation pairs, evaluate the best model on test and unseen classes."""
+    best_path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
+    ckpt = load_checkpoint(best_path, device=device)
+    model = ckpt.model
+    summary: dict[str, Any] = {
+        "run": str(run_dir),
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "train_seconds": round(state.seconds, 2),
+        "pairs_seen": state.pairs_seen,
+        "threshold": ckpt.threshold,
+        "val_protocol": data.val_protocol,
+    }
+    if data.test is not None and _classes_with(data.test.labels, 2) >= 1 and data.test.num_classes >= 2:
+        emb = embed_images(model, data.test.images, device=device)
+        left, right, target = fixed_pairs(data.test.labels, 10000, seed=cfg.seed + 3)
+        scores = pair_scores(model, emb, left.to(device), right.to(device)).cpu()
+        m = pair_metrics(scores, target, ckpt.threshold)
+        summary["test_pair_acc"] = m.accuracy
+        summary["test_auc"] = m.roc_auc
+        summary["test_classes"] = "seen in training"
+    if data.unseen is not None and data.unseen.num_classes >= 2:
+        emb = embed_images(model, data.unseen.images, device=device)
+        ways = min(10, data.unseen.num_classes)
+        fs = few_shot_accuracy(
+            model, emb, data.unseen.labels.to(device), ways=ways, shots=1, queries=1,
+            episodes=1000, seed=cfg.seed + 4,
+        )
+        summary["oneshot"] = fs.to_dict()
+        summary["unseen_classes"] = data.unseen.classes
+        left, right, target = fixed_pairs(data.unseen.labels, 10000, seed=cfg.seed + 5)
+        scores = pair_scores(model, emb, left.to(device), right.to(device)).cpu()
+        summary["unseen_pair_acc"] = pair_metrics(scores, target, ckpt.threshold).accuracy
+    for name in ("best.pt", "last.pt"):
+        if (run_dir / name).exists():
+            from siamnet.checkpoint import update_metadata
+
+            update_metadata(run_dir / name, {"final": summary})
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _announce(cfg: TrainConfig, data: TrainData, device: torch.device, info: DistInfo) -> None:
+    if cfg.quiet:
+        return
+    unseen = f", {data.unseen.num_classes} unseen classes held out" if data.unseen else ""
+    print(
+        f"training {cfg.model}/{cfg.loss} on {cfg.data}: {len(data.train)} images of "
+        f"{data.train.num_classes} classes{unseen}; validation: {data.val_protocol}; "
+        f"device {device}" + (f" × {info.world_size} processes" if info.enabled else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    ways = row.get("val_oneshot_ways", 0)
+    return (
+        f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, train acc "
+        f"{row['train_acc']:.3f}, val pair acc {row['val_pair_acc']:.3f}, "
+        f"val {ways}-way one-shot {row['val_oneshot_acc']:.3f} ({row['seconds']:.0f}s)"
+    )
+
+
+def _log_tensorboard(run_dir: Path, row: dict[str, Any]) -> None:
+    if os.environ.get("SIAMNET_NO_TENSORBOARD"):
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return
+    with SummaryWriter(str(run_dir / "tensorboard")) as writer:
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                writer.add_scalar(key, value, row["epoch"])
