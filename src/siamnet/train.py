@@ -30,6 +30,7 @@ from torch import nn
 from siamnet import __version__
 from siamnet.checkpoint import load_checkpoint, read_checkpoint_payload, save_checkpoint
 from siamnet.data.augment import AffineRanges, random_affine
+from siamnet.data.class_augment import with_rotated_classes
 from siamnet.data.episodes import EpisodeSampler
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.pairs import PairSampler, PKSampler, fixed_pairs
@@ -97,6 +98,7 @@ class TrainConfig:
     shots: int = 1
     queries: int = 5
     temperature: str = "learned"
+    rotate_classes: bool | None = None
     koch_init: bool | None = None
     val_fraction: float = 0.15
     val_classes_fraction: float = 0.2
@@ -130,6 +132,7 @@ class TrainConfig:
         if out.margin is None:
             out.margin = 1.0 if out.loss == "contrastive" else 0.2
         for name, default in (("patience", 0), ("momentum", 0.9), ("log_every", 0),
+                              ("rotate_classes", False),
                               ("koch_init", False), ("momentum_ramp_epochs", 0)):
             if getattr(out, name) is None:
                 setattr(out, name, default)
@@ -187,6 +190,9 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
     else:
         train, val = split_by_example(train, cfg.val_fraction, seed=cfg.seed)
         protocol = "held-out examples of training classes"
+    if cfg.rotate_classes:
+        train = with_rotated_classes(train)
+        notes.append(f"training classes ×4 by 90° rotations: {train.num_classes} classes")
     return TrainData(train, val, protocol, test, unseen, notes)
 
 
@@ -241,15 +247,52 @@ def build_training_model(cfg: TrainConfig, data: TrainData, generator: torch.Gen
     return model
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def parameter_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
+    """One group of all parameters, or with ``--preset koch`` one group per layer with its own
+    learning rate, final momentum and L2 weight, as Koch et al. (2015) train."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if not cfg.koch_init:
+        return [{"params": params, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+                 "final_momentum": cfg.momentum}]
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    groups = []
+    for i, layer in enumerate(layers):
+        lr, momentum, l2 = KOCH_LAYERS[min(i, len(KOCH_LAYERS) - 1)]
+        groups.append({"params": list(layer.parameters()), "lr": lr * cfg.lr / KOCH_LAYERS[0][0],
+                       "weight_decay": l2, "final_momentum": momentum})
+    seen = {id(p) for g in groups for p in g["params"]}
+    rest = [p for p in params if id(p) not in seen]
+    if rest:
+        groups.append({"params": rest, "lr": cfg.lr, "weight_decay": 0.0,
+                       "final_momentum": cfg.momentum})
+    return groups
+
+
+#: Per-layer (learning rate, final momentum, L2 weight) for ``--preset koch``: conv1..conv4,
+#: the 4096-unit layer, the L1 head. The paper searched lr in [1e-4, 1e-1], momentum in [0, 1]
+#: and L2 in [0, 0.1] per layer and did not publish its choice; these are one choice in those
+#: ranges (smaller steps and more L2 for the wide fully connected layers).
+KOCH_LAYERS = [
+    (1e-2, 0.9, 2e-4),
+    (1e-2, 0.9, 2e-4),
+    (1e-2, 0.9, 2e-4),
+    (1e-2, 0.9, 2e-4),
+    (5e-3, 0.9, 1e-3),
+    (5e-3, 0.9, 1e-3),
+]
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    groups = parameter_groups(cfg, model)
+    for g in groups:
+        g["initial_lr"] = g["lr"]
     if cfg.optimizer == "sgd":
         momentum = cfg.momentum_start if cfg.momentum_start is not None else cfg.momentum
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=momentum)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr)
     raise ArgumentError(f"--optimizer {cfg.optimizer!r}: expected sgd, adam or adamw")
 
 
@@ -271,15 +314,16 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
 
 
 def set_epoch_hyperparameters(cfg: TrainConfig, optimizer: torch.optim.Optimizer, epoch: int) -> float:
-    """Apply this epoch's learning rate (and Koch's linearly rising momentum)."""
-    lr = cfg.lr * lr_factor(cfg.schedule, epoch, cfg.epochs)
+    """Apply this epoch's learning rates (and Koch's linearly rising momentum); returns the
+    first group's learning rate."""
+    factor = lr_factor(cfg.schedule, epoch, cfg.epochs)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = group["initial_lr"] * factor
         if cfg.optimizer == "sgd" and cfg.momentum_start is not None:
-            ramp = max(1, cfg.momentum_ramp_epochs)
-            frac = min(1.0, epoch / ramp)
-            group["momentum"] = cfg.momentum_start + frac * (cfg.momentum - cfg.momentum_start)
-    return lr
+            frac = min(1.0, epoch / max(1, cfg.momentum_ramp_epochs))
+            target = group["final_momentum"]
+            group["momentum"] = cfg.momentum_start + frac * (target - cfg.momentum_start)
+    return optimizer.param_groups[0]["lr"]
 
 
 # --- one step per loss -----------------------------------------------------------------------
@@ -492,6 +536,17 @@ def validate(
     return out
 
 
+@torch.no_grad()
+def test_pair_accuracy(
+    cfg: TrainConfig, model: SiameseNet, test: LabeledImages, device: torch.device, threshold: float
+) -> float:
+    """Accuracy on 10,000 fixed test pairs at the threshold tuned on validation pairs."""
+    emb = embed_images(model, test.images, device=device)
+    left, right, target = fixed_pairs(test.labels, 10000, seed=cfg.seed + 3)
+    scores = pair_scores(model, emb, left.to(device), right.to(device)).cpu()
+    return pair_metrics(scores, target, threshold).accuracy
+
+
 def _classes_with(labels: torch.Tensor, min_count: int) -> int:
     return int((torch.bincount(labels) >= min_count).sum())
 
@@ -501,7 +556,7 @@ def _classes_with(labels: torch.Tensor, min_count: int) -> int:
 
 METRIC_COLUMNS = [
     "epoch", "train_loss", "train_acc", "val_pair_acc", "val_auc", "val_oneshot_acc",
-    "val_oneshot_ways", "lr", "pairs_seen", "seconds",
+    "val_oneshot_ways", "test_pair_acc", "lr", "pairs_seen", "seconds",
 ]
 
 
@@ -648,6 +703,9 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
         state.epoch += 1
         if info.is_main:
             val = validate(cfg, model, data.val, device)
+            if data.test is not None and data.test.num_classes >= 2:
+                val["test_pair_acc"] = test_pair_accuracy(cfg, model, data.test, device,
+                                                          val["threshold"])
             row = {"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "lr": lr,
                    "pairs_seen": state.pairs_seen, "seconds": round(state.seconds, 2), **val}
             state.history.append(row)
@@ -671,10 +729,28 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
                 print(_epoch_line(row, cfg.epochs), file=sys.stderr, flush=True)
             stop = bool(cfg.patience) and state.epochs_without_improvement >= cfg.patience
         stop = broadcast_flag(stop, info, device)
+    in_sync = ranks_in_sync(model, info, device)
     barrier(info)
     if not info.is_main:
         return {}
-    return finish(cfg, data, run_dir, device, state)
+    summary = finish(cfg, data, run_dir, device, state)
+    if info.enabled:
+        summary.update(world_size=info.world_size, ranks_in_sync=in_sync)
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+@torch.no_grad()
+def ranks_in_sync(model: nn.Module, info: DistInfo, device: torch.device) -> bool:
+    """Whether every rank holds exactly rank 0's weights (a check that DDP did its job)."""
+    if not info.enabled:
+        return True
+    import torch.distributed as dist
+
+    flat = torch.cat([t.detach().float().flatten() for t in model.state_dict().values()]).to(device)
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    return all_true(bool(torch.equal(flat, reference)), info, device)
 
 
 def _restore(path, model, optimizer, scaler, generators, device) -> RunState:
@@ -707,7 +783,7 @@ def finish(
         "threshold": ckpt.threshold,
         "val_protocol": data.val_protocol,
     }
-    if data.test is not None and _classes_with(data.test.labels, 2) >= 1 and data.test.num_classes >= 2:
+    if data.test is not None and data.test.num_classes >= 2:
         emb = embed_images(model, data.test.images, device=device)
         left, right, target = fixed_pairs(data.test.labels, 10000, seed=cfg.seed + 3)
         scores = pair_scores(model, emb, left.to(device), right.to(device)).cpu()
@@ -715,6 +791,12 @@ def finish(
         summary["test_pair_acc"] = m.accuracy
         summary["test_auc"] = m.roc_auc
         summary["test_classes"] = "seen in training"
+        ways = min(10, data.test.num_classes)
+        fs = few_shot_accuracy(
+            model, emb, data.test.labels.to(device), ways=ways, shots=1, queries=1,
+            episodes=1000, seed=cfg.seed + 6,
+        )
+        summary["test_oneshot"] = fs.to_dict()
     if data.unseen is not None and data.unseen.num_classes >= 2:
         emb = embed_images(model, data.unseen.images, device=device)
         ways = min(10, data.unseen.num_classes)

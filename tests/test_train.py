@@ -1,0 +1,171 @@
+"""Training: a short run end to end, reproducibility, every loss, resume after SIGKILL,
+refusals, non-finite loss, and data-parallel training with two real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from siamnet.checkpoint import load_checkpoint, read_checkpoint_payload
+from siamnet.errors import ArgumentError
+from siamnet.train import TrainConfig, TrainingError, fit, lr_factor
+
+SIAMNET = str(Path(sys.executable).parent / "siamnet")
+ENV = {**os.environ, "SIAMNET_NO_TENSORBOARD": "1", "OMP_NUM_THREADS": "1"}
+os.environ["SIAMNET_NO_TENSORBOARD"] = "1"
+
+
+def small(out: Path, **kw) -> TrainConfig:
+    values = dict(
+        model="conv4", loss="contrastive", epochs=2, steps_per_epoch=15, batch_size=32,
+        val_pairs=400, val_episodes=100, out=str(out), quiet=True, device="cpu",
+    )
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint_payload(path)["model"]
+
+
+def test_short_run_writes_checkpoints_metrics_and_reports_unseen_classes(tmp_path):
+    summary = fit(small(tmp_path / "run"))
+    run = tmp_path / "run"
+    for name in ("best.pt", "last.pt", "metrics.csv", "summary.json"):
+        assert (run / name).is_file(), name
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("epoch,train_loss") and len(rows) == 3
+    assert summary["unseen_classes"] == ["6", "7", "8", "9"]
+    assert summary["oneshot"]["ways"] == 4 and summary["oneshot"]["episodes"] == 1000
+    assert summary["oneshot"]["accuracy"] > 0.25  # better than chance after a few steps
+    assert 0.5 < summary["test_pair_acc"] <= 1.0
+    ckpt = load_checkpoint(run)
+    assert ckpt.metadata["classes"] == ["0", "1", "2", "3", "4", "5"]
+    assert ckpt.metadata["training_args"]["loss"] == "contrastive"
+    assert ckpt.metadata["threshold_source"].startswith("best accuracy")
+    assert ckpt.training is None  # best.pt holds weights only; last.pt holds the training state
+    assert load_checkpoint(run / "last.pt").training is not None
+
+
+def test_same_seed_same_weights_and_different_seed_differs(tmp_path):
+    fit(small(tmp_path / "a", epochs=1))
+    fit(small(tmp_path / "b", epochs=1))
+    fit(small(tmp_path / "c", epochs=1, seed=1))
+    a, b, c = (weights(tmp_path / n / "last.pt") for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    "loss,extra",
+    [("bce", {}), ("triplet", {"mining": "hard"}), ("triplet", {}), ("proto", {"ways": 5})],
+)
+def test_every_loss_trains_and_beats_chance(tmp_path, loss, extra):
+    summary = fit(small(tmp_path / "run", loss=loss, **extra))
+    assert summary["oneshot"]["accuracy"] > 0.3, summary["oneshot"]
+    head = load_checkpoint(tmp_path / "run").metadata["model_spec"]["head"]
+    assert head == ("l1" if loss == "bce" else "euclidean")
+
+
+def test_refuses_to_overwrite_a_run_unless_asked(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("keep me")
+    with pytest.raises(ArgumentError, match="--overwrite"):
+        fit(small(run, epochs=1))
+    assert (run / "notes.txt").read_text() == "keep me"
+    fit(small(run, epochs=1, overwrite=True))
+    assert not (run / "notes.txt").exists() and (run / "last.pt").exists()
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    cfg = small(run, loss="bce", optimizer="sgd", normalize="raw", schedule="exp:1e30", epochs=3)
+    with pytest.raises(TrainingError, match="loss became"):
+        fit(cfg)
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt.metadata["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in weights(run / "last.pt").values())
+
+
+def test_lr_schedules():
+    assert lr_factor("none", 3, 10) == 1.0
+    assert lr_factor("cosine", 0, 10) == 1.0 and lr_factor("cosine", 5, 10) == pytest.approx(0.5)
+    assert lr_factor("step", 6, 10) == pytest.approx(0.1)
+    assert lr_factor("exp:0.99", 2, 10) == pytest.approx(0.9801)
+
+
+def _train_cmd(out: Path, *extra: str) -> list[str]:
+    return [
+        SIAMNET, "train", "--model", "conv4", "--loss", "contrastive", "--epochs", "4",
+        "--steps-per-epoch", "25", "--batch-size", "32", "--device", "cpu", "--augment", "affine",
+        "--out", str(out), "--quiet", *extra,
+    ]
+
+
+def _epoch_of(path: Path) -> int:
+    try:
+        return int(read_checkpoint_payload(path)["metadata"]["epoch"])
+    except Exception:
+        return 0
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(_train_cmd(full), check=True, env=ENV, capture_output=True)
+    proc = subprocess.Popen(_train_cmd(killed), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while _epoch_of(killed / "last.pt") < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)  # in the middle of epoch 3
+    proc.wait()
+    stopped_at = _epoch_of(killed / "last.pt")
+    assert 2 <= stopped_at < 4
+    assert not (killed / "summary.json").exists()
+    done = subprocess.run([SIAMNET, "train", "--resume", str(killed), "--quiet", "--json"],
+                          env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["epochs_run"] == 4
+    a, b = weights(full / "last.pt"), weights(killed / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (killed / "metrics.csv").read_text().count("\n") == 5
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_training(tmp_path):
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available in this build")
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "siamnet", "train", "--model", "conv4", "--loss", "bce", "--epochs", "1",
+           "--steps-per-epoch", "10", "--batch-size", "32", "--device", "cpu", "--out", str(out),
+           "--quiet", "--json"]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+    assert summary["pairs_seen"] == 2 * 10 * 64
+    ckpt = load_checkpoint(out)
+    assert ckpt.metadata["training_args"]["loss"] == "bce"
+
+
+def test_cli_train_refusal_is_one_line(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "x").write_text("x")
+    done = subprocess.run([SIAMNET, "train", "--out", str(run), "--epochs", "1"], env=ENV,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("siamnet: error:")
+    assert (run / "x").read_text() == "x"
