@@ -84,3 +84,15 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics) to every rank.
+
+    DDP averages gradients, so parameters agree, but each rank updates its running statistics
+    on its own batches; after this call every rank holds exactly rank 0's model.
+    """
+    if not info.enabled:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)

@@ -41,6 +41,7 @@ from siamnet.distributed import (
     DistInfo,
     all_true,
     barrier,
+    broadcast_buffers,
     broadcast_flag,
     device_for_rank,
     init_distributed,
@@ -696,6 +697,7 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
         loss, acc, seen = train_epoch(
             cfg, train_model, optimizer, scaler, batches, images, labels, generators, epoch, info
         )
+        broadcast_buffers(model, info)
         loss = mean_over_ranks(loss, info, device)
         acc = mean_over_ranks(acc, info, device)
         state.seconds += time.perf_counter() - start

@@ -1,0 +1,66 @@
+"""`siamnet compare`: the similarity of two images under a trained model."""
+
+from __future__ import annotations
+
+import argparse
+
+from siamnet.cli.common import add_verb, print_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_verb(
+        subparsers,
+        "compare",
+        "Score two images with a trained model and say whether they show the same class.",
+        "siamnet compare runs/digits a.png b.png\n"
+        "  siamnet compare runs/digits a.png b.png --threshold 0.8 --json\n"
+        "  siamnet compare runs/digits pen1.png pen2.png --invert   # black-on-white drawings",
+    )
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
+    p.add_argument("a", metavar="IMAGE_A", help="an image file (any format Pillow reads)")
+    p.add_argument("b", metavar="IMAGE_B", help="another image file")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="'same' when the score is at least this (default: the checkpoint's calibrated one)",
+    )
+    add_image_options(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.epilog = (
+        "The score is higher for more alike images: the probability of 'same' for the l1 head\n"
+        "(bce training), minus the embedding distance for euclidean heads (contrastive,\n"
+        "triplet, proto), the cosine for cosine heads. An unreadable image is refused (exit\n"
+        "status 2)."
+    )
+    p.set_defaults(func=run)
+
+
+def add_image_options(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--invert``, shared by the verbs that read image files."""
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--invert",
+        action="store_true",
+        help="invert images (255 - value) after reading; use for dark-on-light images when the "
+        "model was trained on light-on-dark ones such as MNIST and the built-in digits",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from siamnet.checkpoint import load_checkpoint
+    from siamnet.device import resolve_device
+    from siamnet.images import read_image
+    from siamnet.infer import compare
+
+    ckpt = load_checkpoint(args.checkpoint, resolve_device(args.device))
+    spec = ckpt.spec
+    a = read_image(args.a, spec.in_channels, spec.image_size, invert=args.invert)
+    b = read_image(args.b, spec.in_channels, spec.image_size, invert=args.invert)
+    result = compare(ckpt, a, b, threshold=args.threshold)
+    if args.json:
+        print_json({"a": args.a, "b": args.b, "head": spec.head, **result.to_dict()})
+        return 0
+    verdict = "same" if result.same else "different"
+    distance = "" if result.distance is None else f", distance {result.distance:.4f}"
+    print(f"{verdict}: score {result.score:.4f} (threshold {result.threshold:.4f}{distance})")
+    return 0

@@ -1,0 +1,57 @@
+"""`siamnet export`: the embedding network and the head as ONNX or TorchScript files."""
+
+from __future__ import annotations
+
+import argparse
+
+from siamnet.cli.common import add_verb, print_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_verb(
+        subparsers,
+        "export",
+        "Export a trained model's embedding network and head to ONNX or TorchScript.",
+        "siamnet export runs/digits --format onnx --out model.onnx\n"
+        "  siamnet export runs/digits --format torchscript --out model.pt",
+    )
+    p.epilog = (
+        "files:\n"
+        "  OUT                  the embedding network: float images [B, C, H, W] with raw pixel\n"
+        "                       values 0..255 -> embeddings [B, D]\n"
+        "  OUT_STEM.head.EXT    the head: embeddings a, b [B, D] -> similarity score [B], the\n"
+        "                       score the checkpoint's threshold applies to (same if >= it)\n"
+        "  OUT_STEM.json        input size and channels, head, threshold, classes, parity\n"
+        "The exported files are run on random inputs and must match PyTorch within\n"
+        "1e-5 + 1e-5*|value| before they are moved into place."
+    )
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
+    p.add_argument(
+        "--format",
+        choices=["onnx", "torchscript"],
+        default="onnx",
+        help="onnx needs the onnx extra (onnx, onnxscript, onnxruntime)",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="the embedding network's file")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from siamnet.checkpoint import load_checkpoint
+    from siamnet.export import export_model
+
+    ckpt = load_checkpoint(args.checkpoint, "cpu")
+    result = export_model(ckpt, args.format, args.out, overwrite=args.overwrite)
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    print(f"embedding network: {result.embedding_file}")
+    print(f"head:              {result.head_file}")
+    print(f"description:       {result.info_file}")
+    print(
+        f"parity with PyTorch: max |difference| {result.embedding_max_abs_diff:.2g} "
+        f"(embeddings), {result.score_max_abs_diff:.2g} (scores); tolerance {result.tolerance:g}"
+    )
+    return 0

@@ -1,0 +1,174 @@
+"""`siamnet serve`: a trained model over HTTP, with a page to try it (the serve extra)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+import sys
+from typing import Any
+
+from siamnet.cli.classify_cmd import report_skipped
+from siamnet.cli.common import add_verb
+from siamnet.cli.compare_cmd import add_image_options
+from siamnet.errors import ArgumentError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_verb(
+        subparsers,
+        "serve",
+        "Serve a trained model over HTTP: POST /compare, /classify and /search, GET /health and "
+        "/info,\nthe API description at /docs and a page to try the model at /. Needs the serve "
+        "extra:\npip install 'siamnet[serve]'.",
+        "siamnet serve runs/digits --support support/\n"
+        "  siamnet serve runs/digits --support support/ --gallery gallery/ --port 8080\n"
+        "  siamnet serve runs/faces --gallery people/ --host 0.0.0.0 --max-upload-mb 2",
+    )
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
+    p.add_argument(
+        "--support",
+        metavar="DIR",
+        help="folder with one sub-folder of images per class, embedded once at start-up "
+        "(enables /classify and the drawing pad)",
+    )
+    p.add_argument(
+        "--gallery",
+        metavar="DIR",
+        help="a gallery folder made by 'siamnet index build', or a folder of images embedded "
+        "at start-up (enables /search)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one)")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=5.0,
+        help="largest request accepted, all its images together (MB of 1,000,000 bytes)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="'same' when the score is at least this; if not given, the checkpoint's "
+        "calibrated one",
+    )
+    p.add_argument(
+        "--scoring",
+        choices=["mean", "prototype"],
+        default="mean",
+        help="how /classify scores a class: mean similarity to its support images, or "
+        "similarity to their mean embedding",
+    )
+    add_image_options(p)
+    p.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from siamnet.serve import require_serve_extra
+
+    require_serve_extra()
+    max_bytes = _max_upload_bytes(args.max_upload_mb)
+    sock = listening_socket(args.host, args.port)  # before the model loads: fail fast
+    try:
+        app = _make_app(args, max_bytes)
+        _serve(app, sock, args.access_log)
+    finally:
+        sock.close()
+    return 0
+
+
+def _make_app(args: argparse.Namespace, max_bytes: int) -> Any:
+    from siamnet.device import resolve_device
+    from siamnet.serve.app import build_app
+    from siamnet.serve.service import ModelService
+
+    service = ModelService.load(
+        args.checkpoint,
+        args.support,
+        args.gallery,
+        resolve_device(args.device),
+        args.threshold,
+        args.invert,
+        args.scoring,
+    )
+    for state in (service.support, service.gallery):
+        if state is not None:
+            report_skipped(state.failures)
+    return build_app(service, max_bytes)
+
+
+def _serve(app: Any, sock: socket.socket, access_log: bool) -> None:
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        """Says where the service is once it accepts connections."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                url = service_url(sock)
+                print(f"siamnet: serving at {url} (API: {url}docs); Ctrl+C stops", file=sys.stderr)
+                sys.stderr.flush()
+
+    config = uvicorn.Config(
+        app,
+        log_level="info" if access_log else "warning",
+        access_log=access_log,
+        timeout_graceful_shutdown=5,
+    )
+    AnnouncingServer(config).run(sockets=[sock])
+
+
+def _max_upload_bytes(megabytes: float) -> int:
+    if not megabytes > 0 or megabytes > 1e6:
+        raise ArgumentError(f"--max-upload-mb {megabytes}: expected a size above 0 MB")
+    return max(1, int(megabytes * 1_000_000))
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host`:`port` (port 0: a free one), or a clear `ArgumentError`."""
+    if not 0 <= port <= 65535:
+        raise ArgumentError(f"--port {port}: expected a port number from 0 to 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ArgumentError(f"--host {host!r}: not an address of this machine ({exc})") from exc
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ArgumentError(
+            f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); "
+            "choose another port, or 0 for any free one"
+        ) from exc
+    if not _is_loopback(host):
+        print(
+            f"siamnet: warning: listening on {host}, reachable from other machines; "
+            "the service has no authentication",
+            file=sys.stderr,
+        )
+    return sock
+
+
+def service_url(sock: socket.socket) -> str:
+    """``http://HOST:PORT/`` of a bound socket (a wildcard address shown as loopback)."""
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,124 @@
+"""`load_dataset(SPEC)`: pick the loader from what a SPEC is, and return its splits.
+
+A SPEC is a built-in name (``digits``), a named data set fetched on first use (``mnist``,
+``fashion-mnist``, ``omniglot``) or a path: a ``.csv`` file, an ``.npz`` file, IDX files (a file
+or a folder of them), or a folder of images (``<class>/*.png`` or Omniglot's
+``<alphabet>/<character>/*.png``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from siamnet.data.labeled import LabeledImages
+from siamnet.errors import DataError
+
+#: Data sets known by name, with a line on what each is.
+NAMED_DATASETS = {
+    "digits": "scikit-learn's bundled handwritten digits (1,797 images, 10 classes), 28x28",
+    "mnist": "MNIST handwritten digits (70,000 images, 10 classes), 28x28, fetched on first use",
+    "fashion-mnist": "Fashion-MNIST clothing (70,000 images, 10 classes), 28x28, fetched on "
+    "first use or read from Debian's dataset-fashion-mnist package",
+    "omniglot": "Omniglot characters (32,460 images, 1,623 classes in 50 alphabets), 105x105, "
+    "fetched on first use",
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The splits of one data set, in order; the first is for training.
+
+    Attributes:
+        name: the SPEC it was loaded from.
+        splits: split name -> data, e.g. ``{"train": ..., "test": ...}`` or Omniglot's
+            ``{"background": ..., "evaluation": ...}``; a split may be None (absent).
+        roles: split name -> what it is for, in words (shown by ``data info``).
+    """
+
+    name: str
+    splits: dict[str, LabeledImages | None]
+    roles: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.splits or next(iter(self.splits.values())) is None:
+            raise DataError(f"{self.name}: no training data")
+
+    @property
+    def train(self) -> LabeledImages:
+        """The first split: the one a model trains on."""
+        return next(iter(self.splits.values()))  # type: ignore[return-value]
+
+    @property
+    def test(self) -> LabeledImages | None:
+        """The second split, when there is one (a test set or Omniglot's evaluation set)."""
+        values = list(self.splits.values())
+        return values[1] if len(values) > 1 else None
+
+
+def single_split(name: str, data: LabeledImages) -> Dataset:
+    """A `Dataset` with one split, ``train``, for formats that hold no split of their own."""
+    return Dataset(name, {"train": data}, {"train": "all examples (no split in the file)"})
+
+
+def load_dataset(spec: str, image_size: tuple[int, int] | None = None) -> Dataset:
+    """Load SPEC (a built-in name or a path); `image_size` ``(H, W)`` resizes every image."""
+    if spec is None or not str(spec).strip():
+        raise DataError("empty data SPEC: give a built-in name (digits, mnist, fashion-mnist, "
+                        "omniglot) or a path")
+    spec = str(spec)
+    key = spec.lower()
+    path = Path(os.path.expanduser(spec))
+    if key == "digits" and not path.exists():
+        from siamnet.data.sources.builtin import load_digits
+
+        return load_digits(image_size)
+    if key in NAMED_DATASETS and not path.exists():
+        from siamnet.data.fetch import dataset_dir
+
+        folder = dataset_dir(key)
+        if key == "omniglot":
+            from siamnet.data.sources.folder_source import load_folder
+
+            return _renamed(load_folder(folder, image_size), spec)
+        from siamnet.data.sources.idx_source import load_idx
+
+        return _renamed(load_idx(folder, image_size), spec)
+    if not path.exists():
+        names = ", ".join(NAMED_DATASETS)
+        raise DataError(f"{spec}: no such file or folder, and not a data set name ({names})")
+    return load_path(path, image_size)
+
+
+def load_path(path: Path, image_size: tuple[int, int] | None = None) -> Dataset:
+    """Load a file or folder, choosing the loader by what it is."""
+    name = path.name.lower()
+    if path.is_dir():
+        from siamnet.data.sources.idx_source import find_idx_files, load_idx
+
+        if find_idx_files(path):
+            return load_idx(path, image_size)
+        from siamnet.data.sources.folder_source import load_folder
+
+        return load_folder(path, image_size)
+    if name.endswith((".csv", ".csv.gz")):
+        from siamnet.data.sources.csv_source import load_csv
+
+        return single_split(str(path), load_csv(path, image_size))
+    if name.endswith(".npz"):
+        from siamnet.data.sources.npz_source import load_npz
+
+        return single_split(str(path), load_npz(path, image_size))
+    if "idx" in name and "ubyte" in name:
+        from siamnet.data.sources.idx_source import load_idx
+
+        return load_idx(path, image_size)
+    raise DataError(
+        f"{path}: unknown data format; expected a .csv or .npz file, IDX files "
+        "(*-images-idx3-ubyte[.gz]) or a folder of images"
+    )
+
+
+def _renamed(dataset: Dataset, name: str) -> Dataset:
+    return Dataset(name, dataset.splits, dataset.roles)

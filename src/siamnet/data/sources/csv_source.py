@@ -1,0 +1,224 @@
+"""MNIST-style CSV: a label in the first column, then the H×W pixel values of one image a row.
+
+The seed blog post's ``mnist_train.csv`` has no header; a header row (``label,1x1,1x2,...`` or
+``label,pixel0,...``) is recognised and skipped. A ``.csv.gz`` file is decompressed first.
+
+Parsing uses numpy's C reader (``np.loadtxt``) straight into uint8, which rejects anything that
+is not an integer in 0..255; only when that fails does a slower, block-wise pass run, to accept
+integer-valued floats (``"3.0"``) or to find the first bad cell and name its line and column.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from itertools import repeat
+from operator import itemgetter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from siamnet.data.labeled import LabeledImages
+from siamnet.data.sources import (
+    classes_from_values,
+    read_bytes,
+    require_two_classes,
+    resize_labeled,
+)
+from siamnet.errors import DataError
+
+#: Rows parsed at once by the checking pass (bounds its float64 temporaries).
+_BLOCK_ROWS = 2048
+
+
+def load_csv(
+    path: str | os.PathLike[str], image_size: tuple[int, int] | None = None
+) -> LabeledImages:
+    """Read a CSV of ``label,p1,...,pHW`` rows into uint8 images ``[N, 1, H, W]``.
+
+    Square images are inferred from the column count (785 columns -> 28x28). Other shapes need
+    `image_size` ``(H, W)`` with ``H*W`` equal to the pixel columns; for square data a different
+    `image_size` resizes every image.
+    """
+    path = Path(path)
+    rows, line_numbers, header = _data_rows(path)
+    ncols = rows[0].count(",") + 1
+    _check_columns(path, rows, line_numbers, header, ncols)
+    if ncols < 2:
+        raise DataError(
+            f"{path}: line {line_numbers[0]} has 1 column; expected a label then pixel values"
+        )
+    shape, resize_to = _image_shape(path, ncols - 1, image_size)
+    pixels = _parse_pixels(path, rows, line_numbers, ncols)
+    labels, classes = classes_from_values(_parse_labels(path, rows, line_numbers))
+    images = torch.from_numpy(pixels).reshape(len(rows), 1, *shape)
+    data = LabeledImages(images, labels, classes, source=str(path))
+    return resize_labeled(require_two_classes(data), resize_to)
+
+
+# --- lines and header ------------------------------------------------------------------------
+def _data_rows(path: Path) -> tuple[list[str], np.ndarray, str | None]:
+    """The non-blank data lines, their 1-based line numbers ``[R]`` and the header, if any."""
+    raw = read_bytes(path)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line} is not UTF-8 text; expected a CSV file") from exc
+    del raw
+    if not text or text.isspace():
+        raise DataError(f"{path}: empty file; expected rows of a label then pixel values")
+    lines = text.splitlines()
+    del text
+    lengths = np.fromiter(map(len, lines), np.int64, len(lines))
+    keep = np.flatnonzero(lengths > 0)
+    if keep.size != len(lines):
+        lines = [lines[i] for i in keep.tolist()]
+    numbers = keep + 1
+    header = lines[0] if _is_header(lines) else None
+    if header is not None:
+        lines, numbers = lines[1:], numbers[1:]
+        if not lines:
+            raise DataError(f"{path}: only a header row, no data rows")
+    return lines, numbers, header
+
+
+def _is_header(lines: list[str]) -> bool:
+    """Whether the first line names the columns rather than holding an example.
+
+    A header has named pixel columns (``1x1``, ``pixel0``); or, with numbered pixel columns, a
+    named first column above rows whose labels are numbers.
+    """
+    cells = [c.strip().strip("\"'") for c in lines[0].split(",")]
+    pixel_cells = [c for c in cells[1:] if c]
+    if pixel_cells and sum(not _is_number(c) for c in pixel_cells) * 2 > len(pixel_cells):
+        return True
+    if len(lines) > 1 and not _is_number(cells[0]):
+        next_label = lines[1].split(",", 1)[0].strip().strip("\"'")
+        return _is_number(next_label)
+    return False
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_columns(
+    path: Path, rows: list[str], line_numbers: np.ndarray, header: str | None, ncols: int
+) -> None:
+    """Every row (and the header) has `ncols` cells."""
+    commas = np.fromiter(map(str.count, rows, repeat(",")), np.int64, len(rows))
+    bad = np.flatnonzero(commas != ncols - 1)
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"{path}: line {int(line_numbers[i])} has {int(commas[i]) + 1} columns; expected "
+            f"{ncols} like line {int(line_numbers[0])} (a label then {ncols - 1} pixel values)"
+        )
+    if header is not None and header.count(",") != ncols - 1:
+        raise DataError(
+            f"{path}: the header (line 1) has {header.count(',') + 1} columns but the rows have "
+            f"{ncols}"
+        )
+
+
+def _image_shape(
+    path: Path, num_pixels: int, image_size: tuple[int, int] | None
+) -> tuple[tuple[int, int], tuple[int, int] | None]:
+    """``(H, W)`` of the stored images, and the size to resize them to afterwards (or None)."""
+    wanted = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+    if wanted is not None and wanted[0] * wanted[1] == num_pixels:
+        return wanted, None
+    side = math.isqrt(num_pixels)
+    if side * side == num_pixels:
+        return (side, side), wanted
+    if wanted is None:
+        raise DataError(
+            f"{path}: {num_pixels} pixel columns do not make a square image; give the image size "
+            f"(H, W) with H*W = {num_pixels}"
+        )
+    raise DataError(
+        f"{path}: image size {wanted[0]}x{wanted[1]} needs {wanted[0] * wanted[1]} pixel columns "
+        f"but the rows have {num_pixels}"
+    )
+
+
+# --- values ------------------------------------------------------------------------------------
+def _parse_pixels(path: Path, rows: list[str], line_numbers: np.ndarray, ncols: int) -> np.ndarray:
+    """uint8 ``[R, ncols-1]``: the pixel columns, each an integer in 0..255."""
+    try:
+        return np.loadtxt(
+            rows, delimiter=",", dtype=np.uint8, comments=None, usecols=range(1, ncols), ndmin=2
+        )
+    except ValueError:
+        pass  # a cell that is not a plain integer in 0..255: find it, or accept "3.0"
+    out = np.empty((len(rows), ncols - 1), dtype=np.uint8)
+    for start in range(0, len(rows), _BLOCK_ROWS):
+        block = rows[start : start + _BLOCK_ROWS]
+        values = _parse_float_block(path, block, line_numbers[start:], ncols)
+        _check_pixel_values(path, values, line_numbers[start:])
+        out[start : start + len(block)] = values
+    return out
+
+
+def _parse_float_block(
+    path: Path, block: list[str], line_numbers: np.ndarray, ncols: int
+) -> np.ndarray:
+    """float64 ``[B, ncols-1]``; a cell that is no number at all is an error naming it."""
+    try:
+        return np.loadtxt(
+            block, delimiter=",", dtype=np.float64, comments=None, usecols=range(1, ncols),
+            ndmin=2,
+        )
+    except ValueError:
+        pass
+    for i, row in enumerate(block):
+        for j, cell in enumerate(row.split(",")[1:], start=2):
+            where = f"{path}: line {int(line_numbers[i])}, column {j}"
+            if not cell.strip():
+                raise DataError(f"{where}: empty cell; expected a pixel value 0..255")
+            if not _is_number(cell):
+                raise DataError(f"{where}: {cell.strip()!r} is not a number; expected 0..255")
+    raise DataError(f"{path}: cannot read the pixel values as numbers")
+
+
+def _check_pixel_values(path: Path, values: np.ndarray, line_numbers: np.ndarray) -> None:
+    """Every value of float ``[B, P]`` is a whole number in 0..255, else an error naming it."""
+    bad = ~(np.isfinite(values) & (values >= 0) & (values <= 255) & (values == np.rint(values)))
+    if not bad.any():
+        return
+    i, j = (int(v) for v in np.argwhere(bad)[0])
+    value = float(values[i, j])
+    found = "NaN" if math.isnan(value) else f"{value:g}"
+    kind = "not a whole number" if 0 <= value <= 255 else "outside 0..255"
+    raise DataError(
+        f"{path}: line {int(line_numbers[i])}, column {j + 2}: pixel value {found} is {kind}; "
+        "expected an integer 0..255"
+    )
+
+
+def _parse_labels(path: Path, rows: list[str], line_numbers: np.ndarray) -> np.ndarray:
+    """The first column ``[R]``: int64 when every label is a whole number, else strings."""
+    first_cells = map(itemgetter(0), map(str.split, rows, repeat(","), repeat(1)))
+    text = np.char.strip(np.char.strip(np.array(list(first_cells))), "\"'")
+    empty = np.flatnonzero(np.char.str_len(text) == 0)
+    if empty.size:
+        raise DataError(
+            f"{path}: line {int(line_numbers[int(empty[0])])}, column 1: empty label; expected "
+            "a class label"
+        )
+    try:
+        numbers = text.astype(np.float64)
+    except ValueError:
+        return text
+    if np.isnan(numbers).any():
+        i = int(np.flatnonzero(np.isnan(numbers))[0])
+        raise DataError(f"{path}: line {int(line_numbers[i])}, column 1: label is NaN")
+    if (numbers == np.rint(numbers)).all() and np.abs(numbers).max() < 2**53:
+        return numbers.astype(np.int64)
+    return text

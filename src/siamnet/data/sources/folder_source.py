@@ -1,0 +1,229 @@
+"""Folders of image files, one folder per class.
+
+Layouts:
+
+- ``root/<class>/*.png`` (also jpg, jpeg, bmp, gif, webp): one split, ``train``.
+- Omniglot's ``root/<alphabet>/<character>/*.png``: class ``"alphabet/character"``, and the
+  alphabet is the class's group.
+- a root holding ``images_background/`` and/or ``images_evaluation/`` (Omniglot as
+  distributed), or ``train/`` and ``test/``, each in one of the layouts above: one split each.
+
+Images are decoded on a thread pool (Pillow releases the GIL while decoding), kept grayscale
+when every image is grayscale, and brought to one size: `image_size` or else the most common.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from siamnet.data.labeled import LabeledImages
+from siamnet.data.sources import require_two_classes, resize_images
+from siamnet.errors import DataError
+from siamnet.progress import progress
+
+if TYPE_CHECKING:
+    from siamnet.data.registry import Dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+#: Split folders, in the order the splits are returned, with what each is for.
+SPLIT_FOLDERS = {
+    "images_background": ("background", "training (Omniglot's 30 background alphabets)"),
+    "images_evaluation": ("evaluation", "testing (Omniglot's 20 evaluation alphabets)"),
+    "train": ("train", "training"),
+    "val": ("val", "validation"),
+    "valid": ("valid", "validation"),
+    "validation": ("validation", "validation"),
+    "test": ("test", "testing"),
+}
+_OMNIGLOT_SPLITS = ("images_background", "images_evaluation")
+
+#: Images copied into the result at once (bounds the temporary copies).
+_STACK_CHUNK = 2048
+
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+_LAYOUTS = (
+    "expected <class>/<image> folders, Omniglot's <alphabet>/<character>/<image>, or "
+    "images_background/ and images_evaluation/ (or train/ and test/) holding either"
+)
+
+
+def load_folder(
+    path: str | os.PathLike[str], image_size: tuple[int, int] | None = None
+) -> Dataset:
+    """`Dataset` from a folder of images (see the module's layouts).
+
+    Every split is uint8 ``[N, C, H, W]`` with C = 1 when all its images are grayscale, else 3,
+    and ``(H, W)`` = `image_size` or the most common size among its images.
+    """
+    from siamnet.data.registry import Dataset
+
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    parts = _split_folders(root)
+    if not parts:
+        return Dataset(str(root), {"train": load_split(root, image_size)},
+                       {"train": "all examples (no split folders)"})
+    splits: dict[str, LabeledImages | None] = {}
+    roles: dict[str, str] = {}
+    for folder in parts:
+        name, role = SPLIT_FOLDERS[folder.name]
+        splits[name] = load_split(folder, image_size)
+        roles[name] = role
+    return Dataset(str(root), splits, roles)
+
+
+def load_split(folder: Path, image_size: tuple[int, int] | None = None) -> LabeledImages:
+    """One folder in layout ``<class>/<image>`` or ``<alphabet>/<character>/<image>``."""
+    files, class_dirs = find_images(folder)
+    classes = sorted(set(class_dirs))
+    lookup = {name: i for i, name in enumerate(classes)}
+    labels = torch.tensor([lookup[c] for c in class_dirs], dtype=torch.int64)
+    arrays = decode_images(files, desc=folder.name)
+    images, note = _stack(arrays, image_size)
+    split_classes = [c.split("/") for c in classes]
+    groups = [p[0] for p in split_classes] if all(len(p) > 1 for p in split_classes) else None
+    data = LabeledImages(images, labels, classes, groups, source=str(folder))
+    if note:
+        data = replace(data, notes=(note,))
+    return require_two_classes(data)
+
+
+# --- finding files ---------------------------------------------------------------------------
+def _split_folders(root: Path) -> list[Path]:
+    """The split subfolders of `root`, in split order; empty when `root` is one split."""
+    subdirs = {p.name: p for p in _subdirs(root)}
+    if any(name in subdirs for name in _OMNIGLOT_SPLITS):
+        return [subdirs[name] for name in _OMNIGLOT_SPLITS if name in subdirs]
+    if "train" in subdirs and set(subdirs) <= set(SPLIT_FOLDERS):
+        return [subdirs[name] for name in SPLIT_FOLDERS if name in subdirs]
+    return []
+
+
+def find_images(folder: Path) -> tuple[list[Path], list[str]]:
+    """The image files under `folder`, sorted, and each one's class: its folder's path relative
+    to `folder` (``"7"``, ``"Greek/character03"``). Hidden files and folders are skipped."""
+    files: list[Path] = []
+    class_dirs: list[str] = []
+    loose = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        names = sorted(f for f in filenames
+                       if not _hidden(f) and f.lower().endswith(IMAGE_SUFFIXES))
+        rel = Path(dirpath).relative_to(folder)
+        if rel == Path("."):
+            loose = len(names)  # images directly in the root have no class
+            continue
+        files.extend(Path(dirpath, f) for f in names)
+        class_dirs.extend([rel.as_posix()] * len(names))
+    if not files and loose:
+        raise DataError(
+            f"{folder}: {loose} images but no class folders; put each class's images in a "
+            f"subfolder named after the class ({_LAYOUTS})"
+        )
+    if not files:
+        raise DataError(f"{folder}: no images found ({', '.join(IMAGE_SUFFIXES)}); {_LAYOUTS}")
+    return files, class_dirs
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p.name))
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+# --- decoding ----------------------------------------------------------------------------------
+def decode_images(files: list[Path], desc: str = "images") -> list[np.ndarray]:
+    """Each file as uint8 ``[H, W]`` (grayscale) or ``[H, W, 3]`` (colour), on a thread pool."""
+    workers = min(16, (os.cpu_count() or 1) + 4)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        bar = progress(pool.map(read_image, files), total=len(files), desc=desc, unit="img")
+        try:
+            return list(bar)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            bar.close()
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 ``[H, W]`` when the image is grayscale (mode L/1/LA, a gray palette, or RGB with
+    equal channels), else ``[H, W, 3]``; the first frame of an animation."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _to_array(img)
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError,
+            Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: cannot read this image ({exc})") from exc
+
+
+def _to_array(img: Image.Image) -> np.ndarray:
+    if img.mode in _GRAY_MODES:
+        return np.asarray(img.convert("L"))
+    if img.mode == "P" and _gray_palette(img):
+        return np.asarray(img.convert("L"))
+    rgb = np.asarray(img.convert("RGB"))
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+        return np.ascontiguousarray(rgb[..., 0])
+    return rgb
+
+
+def _gray_palette(img: Image.Image) -> bool:
+    palette = img.getpalette() or []
+    rgb = np.asarray(palette[: len(palette) // 3 * 3], dtype=np.uint8).reshape(-1, 3)
+    return bool((rgb == rgb[:, :1]).all())
+
+
+def _stack(
+    arrays: list[np.ndarray | None], image_size: tuple[int, int] | None
+) -> tuple[torch.Tensor, str | None]:
+    """uint8 ``[N, C, H, W]`` at one size, and a note when some images were resized.
+
+    Consumes `arrays` (each entry is dropped once copied) so that memory holds little more
+    than one copy of the images.
+    """
+    shapes = [a.shape for a in arrays]
+    color = any(len(s) == 3 for s in shapes)
+    sizes = Counter(s[:2] for s in shapes)
+    target = tuple(int(v) for v in image_size) if image_size else sizes.most_common(1)[0][0]
+    out = torch.empty((len(arrays), 3 if color else 1, *target), dtype=torch.uint8)
+    size_ids = {size: k for k, size in enumerate(sizes)}
+    size_of = np.array([size_ids[s[:2]] for s in shapes])
+    for k in range(len(size_ids)):
+        index = np.flatnonzero(size_of == k)
+        for start in range(0, len(index), _STACK_CHUNK):
+            chunk = index[start : start + _STACK_CHUNK].tolist()
+            batch = np.stack([_channels_first(arrays[i], color) for i in chunk])
+            out[torch.tensor(chunk)] = resize_images(torch.from_numpy(batch), target)
+            for i in chunk:
+                arrays[i] = None
+    resized = sum(n for size, n in sizes.items() if size != target)
+    if not resized:
+        return out, None
+    found = ", ".join(f"{h}x{w} ({n})" for (h, w), n in sizes.most_common())
+    note = (f"resized {resized:,} of {len(arrays):,} images to {target[0]}x{target[1]} "
+            f"(sizes found: {found})")
+    return out, note
+
+
+def _channels_first(array: np.ndarray, color: bool) -> np.ndarray:
+    """``[H, W]`` or ``[H, W, 3]`` -> ``[C, H, W]`` with C = 3 when `color`, else 1."""
+    if array.ndim == 2:
+        array = array[None]
+        return np.repeat(array, 3, axis=0) if color else array
+    return array.transpose(2, 0, 1)

@@ -1,0 +1,288 @@
+"""Exporting a trained model to ONNX or TorchScript, with a parity check against PyTorch.
+
+An export writes three files beside each other:
+
+- ``OUT`` (e.g. ``model.onnx``): the embedding network, input ``images`` float32
+  ``[B, C, H, W]`` with raw pixel values 0..255 (the checkpoint's normalisation is inside),
+  output ``embeddings`` float32 ``[B, D]``; the batch size is free;
+- ``OUT_STEM.head.SUFFIX`` (``model.head.onnx``): the head, inputs ``a`` and ``b`` embeddings
+  ``[B, D]``, output ``score`` ``[B]``, the user-facing similarity (probability for ``l1``,
+  ``-distance`` for ``euclidean``, cosine for ``cosine``) that the checkpoint's threshold
+  applies to: two images are "same" when ``score >= threshold``;
+- ``OUT_STEM.json``: what a consumer needs: input channels and size, embedding size, head kind,
+  threshold, classes, the two file names and the parity figures.
+
+Two files rather than one combined module, so that a gallery or support set is embedded once
+and only the cheap head runs per pair. Before anything is moved into place the exported files
+are run (onnxruntime for ONNX, ``torch.jit.load`` for TorchScript) on random inputs and must
+match PyTorch within ``|x - y| <= 1e-5 + 1e-5·|y|``; every file is written to a temporary
+name and renamed, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from siamnet import __version__
+from siamnet.checkpoint import Checkpoint
+from siamnet.errors import ArgumentError, SiamnetError
+from siamnet.fileio import atomic_path, atomic_write_text
+from siamnet.models.siamese import SiameseNet
+
+FORMATS = ("onnx", "torchscript")
+TOLERANCE = 1e-5
+ONNX_OPSET = 18
+
+
+class EmbeddingNetwork(nn.Module):
+    """``images [B, C, H, W]`` (float, 0..255) -> ``embeddings [B, D]``."""
+
+    def __init__(self, model: SiameseNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(images)
+
+
+class ScoreHead(nn.Module):
+    """``a [B, D], b [B, D]`` embeddings -> user-facing similarity ``[B]``."""
+
+    def __init__(self, model: SiameseNet) -> None:
+        super().__init__()
+        self.head = model.head
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.head.to_score(self.head(a, b))
+
+
+@dataclass
+class ExportResult:
+    """The files written and how far the exported outputs are from PyTorch's."""
+
+    format: str
+    embedding_file: str
+    head_file: str
+    info_file: str
+    embedding_max_abs_diff: float
+    score_max_abs_diff: float
+    tolerance: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def export_paths(out: str | os.PathLike[str], fmt: str) -> tuple[Path, Path, Path]:
+    """``(embedding file, head file, info file)`` for output `out` in format `fmt`."""
+    p = Path(out)
+    suffix = p.suffix or (".onnx" if fmt == "onnx" else ".pt")
+    stem = p.with_suffix("") if p.suffix else p
+    return stem.with_suffix(suffix), Path(f"{stem}.head{suffix}"), Path(f"{stem}.json")
+
+
+def export_model(
+    source: Checkpoint,
+    format: str = "onnx",
+    out: str | os.PathLike[str] = "model.onnx",
+    check_batch: int = 4,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Export the embedding network and the head of checkpoint `source` to `out` (see the
+    module docstring for the files) and check the exported outputs against PyTorch's.
+
+    Existing output files are refused unless `overwrite`.
+    """
+    if not isinstance(source, Checkpoint):
+        raise ArgumentError("export needs a loaded checkpoint (it records the input size)")
+    if format not in FORMATS:
+        raise ArgumentError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
+    if format == "onnx":
+        onnxruntime = require_onnx()
+    model = copy.deepcopy(source.model).cpu().eval()
+    embed_file, head_file, info_file = export_paths(out, format)
+    if not overwrite:
+        existing = [str(p) for p in (embed_file, head_file, info_file) if p.exists()]
+        if existing:
+            raise ArgumentError(f"{', '.join(existing)}: already exists; pass --overwrite")
+    spec = dict(source.metadata["model_spec"])
+    channels, (height, width) = spec["in_channels"], spec["image_size"]
+    generator = torch.Generator().manual_seed(seed)
+    example = torch.rand(2, channels, height, width, generator=generator) * 255.0
+    images = torch.rand(check_batch, channels, height, width, generator=generator) * 255.0
+    embedder, scorer = EmbeddingNetwork(model).eval(), ScoreHead(model).eval()
+    with torch.no_grad():
+        reference = embedder(images)
+        a, b = reference, reference.roll(1, dims=0)
+        reference_score = scorer(a, b)
+    with atomic_path(embed_file) as tmp_embed, atomic_path(head_file) as tmp_head:
+        if format == "onnx":
+            _export_onnx(embedder, (example,), tmp_embed, ["images"], ["embeddings"])
+            _export_onnx(scorer, (a[:2], b[:2]), tmp_head, ["a", "b"], ["score"])
+            run_embed = _onnx_runner(onnxruntime, tmp_embed)
+            run_head = _onnx_runner(onnxruntime, tmp_head)
+        else:
+            _export_torchscript(embedder, (example,), tmp_embed)
+            _export_torchscript(scorer, (a[:2], b[:2]), tmp_head)
+            run_embed = _torchscript_runner(tmp_embed)
+            run_head = _torchscript_runner(tmp_head)
+        embed_diff = _check(run_embed(images), reference, "embeddings", embed_file)
+        score_diff = _check(run_head(a, b), reference_score, "scores", head_file)
+    result = ExportResult(
+        format=format,
+        embedding_file=str(embed_file),
+        head_file=str(head_file),
+        info_file=str(info_file),
+        embedding_max_abs_diff=embed_diff,
+        score_max_abs_diff=score_diff,
+        tolerance=TOLERANCE,
+    )
+    info = _info(source, spec, result, int(reference.shape[1]), model.head.kind)
+    atomic_write_text(info_file, json.dumps(info, indent=1) + "\n")
+    return result
+
+
+def require_onnx() -> Any:
+    """onnxruntime, after checking that ONNX export can work; a clear error if not."""
+    missing = []
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ArgumentError(
+            f"ONNX export needs {', '.join(missing)} (not installed): "
+            "pip install 'siamnet[onnx]', or use --format torchscript"
+        )
+    import onnxruntime
+
+    return onnxruntime
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Keep exporter chatter off stdout (results go there) and silence its warnings."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _export_onnx(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+) -> None:
+    """Export with the batch axis free; `inputs` are also the names of forward's arguments."""
+    batch = torch.export.Dim("batch", min=1)
+    with _quiet_exporter():
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_shapes={n: {0: batch} for n in inputs},
+            opset_version=ONNX_OPSET,
+            external_data=False,
+            dynamo=True,
+            verbose=False,
+        )
+    module.eval()
+
+
+def _export_torchscript(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path) -> None:
+    with _quiet_exporter(), torch.no_grad():
+        traced = torch.jit.trace(module, args, check_trace=False)
+    traced.save(str(path))
+
+
+def _onnx_runner(onnxruntime: Any, path: Path) -> Any:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def run(*tensors: torch.Tensor) -> torch.Tensor:
+        feed = {n: t.detach().numpy() for n, t in zip(names, tensors, strict=True)}
+        return torch.from_numpy(session.run(None, feed)[0])
+
+    return run
+
+
+def _torchscript_runner(path: Path) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(*tensors: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return module(*tensors)
+
+    return run
+
+
+def _check(got: torch.Tensor, want: torch.Tensor, what: str, target: Path) -> float:
+    """Max absolute difference, after requiring ``|got - want| <= tol + tol·|want|``."""
+    if got.shape != want.shape:
+        raise SiamnetError(
+            f"{target}: exported model gives {what} of shape {list(got.shape)}, "
+            f"PyTorch {list(want.shape)}; nothing was written"
+        )
+    diff = (got.float() - want.float()).abs()
+    limit = TOLERANCE + TOLERANCE * want.float().abs()
+    if not bool((diff <= limit).all()):
+        raise SiamnetError(
+            f"{target}: exported {what} differ from PyTorch's by up to {float(diff.max()):.3g} "
+            f"(tolerance {TOLERANCE:g} + {TOLERANCE:g}·|value|); nothing was written"
+        )
+    return float(diff.max()) if diff.numel() else 0.0
+
+
+def _info(
+    source: Checkpoint, spec: dict[str, Any], result: ExportResult, dim: int, head: str
+) -> dict[str, Any]:
+    meta = source.metadata
+    return {
+        "format": result.format,
+        "siamnet_version": __version__,
+        "checkpoint": str(source.path),
+        "embedding_file": Path(result.embedding_file).name,
+        "head_file": Path(result.head_file).name,
+        "input": {
+            "name": "images",
+            "dtype": "float32",
+            "shape": ["batch", spec["in_channels"], *spec["image_size"]],
+            "range": "raw pixel values 0..255; normalisation is inside the model",
+        },
+        "embedding_dim": dim,
+        "head": head,
+        "score": "higher is more similar; 'same' when score >= threshold",
+        "threshold": meta.get("threshold"),
+        "classes": meta.get("classes"),
+        "model_spec": spec,
+        "parity": {
+            "embedding_max_abs_diff": result.embedding_max_abs_diff,
+            "score_max_abs_diff": result.score_max_abs_diff,
+            "tolerance": result.tolerance,
+        },
+    }

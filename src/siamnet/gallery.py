@@ -1,0 +1,625 @@
+"""A gallery: embeddings of many images, made once, searched for the items nearest a query.
+
+On disk a gallery is a folder with
+
+- ``embeddings.pt``: ``{"embeddings": float32 [N, D]}`` written by `torch.save` with tensors
+  only, read back with ``weights_only=True`` (nothing in it can run code);
+- ``gallery.json``: format marker, item count, label (or null) and file name of each item, the
+  head kind, the embedding size and the identity of the checkpoint that made it (a sha256 of its
+  model description and weights), so that adding to it or searching it with another model is
+  refused.
+
+Adding items embeds only the new images. ``embeddings.pt`` is written before ``gallery.json``
+and rows past the recorded count are ignored, so an interrupted add leaves the gallery as it was.
+
+Search is exact by default, in batched tensor operations (`ExactSearch`): a matrix product for
+``euclidean`` and ``cosine`` heads, and for the ``l1`` head the weighted L1 distance as two
+`torch.cdist` calls (see `siamnet.infer.pairwise_raw`), so every item is scored by the head
+itself. `RerankSearch` (``l1`` only) scores a candidate pool by the head, and `FaissSearch` uses
+FAISS (the optional ``faiss`` extra) with a flat (exact) or IVF (approximate) index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from siamnet import __version__
+from siamnet.checkpoint import Checkpoint
+from siamnet.errors import ArgumentError, CheckpointError, DataError
+from siamnet.evaluate import embed_images
+from siamnet.fileio import atomic_path, atomic_write_text
+from siamnet.images import IMAGE_SUFFIXES, list_image_files, match_channels, read_images
+from siamnet.infer import SCORE_BLOCK, model_of, scaled_parts, weighted_l1_scaled
+from siamnet.models.heads import L1Head, PairHead, build_head
+from siamnet.models.siamese import SiameseNet
+
+FORMAT = "siamnet-gallery"
+FORMAT_VERSION = 1
+EMBEDDINGS_FILE = "embeddings.pt"
+INFO_FILE = "gallery.json"
+SEARCH_METHODS = ("exact", "rerank", "faiss", "faiss-ivf")
+
+
+# --- identity of a checkpoint ---------------------------------------------------------------
+
+
+def checkpoint_identity(source: Checkpoint | SiameseNet) -> str:
+    """sha256 (hex) of a model's description and weights, whatever else its file holds.
+
+    Two checkpoints with the same weights (a copy, or one whose threshold was recalibrated)
+    have the same identity; any change of a weight changes it.
+    """
+    digest = hashlib.sha256()
+    if isinstance(source, Checkpoint):
+        digest.update(json.dumps(source.metadata["model_spec"], sort_keys=True).encode())
+    state = model_of(source).state_dict()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _checkpoint_record(source: Checkpoint | SiameseNet) -> dict[str, Any]:
+    record: dict[str, Any] = {"sha256": checkpoint_identity(source)}
+    if isinstance(source, Checkpoint):
+        record["path"] = str(source.path.resolve())
+        record["model_spec"] = source.metadata["model_spec"]
+    return record
+
+
+# --- the gallery -----------------------------------------------------------------------------
+
+
+@dataclass
+class Gallery:
+    """Embeddings ``[N, D]`` with a label (or None) and a file name per item."""
+
+    embeddings: torch.Tensor
+    labels: list[str | None]
+    files: list[str]
+    head: str
+    checkpoint: dict[str, Any]
+    path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """The checkpoint the gallery was made with, as recorded."""
+        p = self.checkpoint.get("path")
+        return Path(p) if p else None
+
+    def check_model(self, source: Checkpoint | SiameseNet) -> None:
+        """Raise `CheckpointError` unless `source` is the model that made this gallery."""
+        theirs = checkpoint_identity(source)
+        if theirs != self.checkpoint["sha256"]:
+            where = self.path or "gallery"
+            mine = f"{self.checkpoint.get('path', '?')} (sha256 {self.checkpoint['sha256'][:12]})"
+            given = source.path if isinstance(source, Checkpoint) else "the given model"
+            raise CheckpointError(
+                f"{where}: made with checkpoint {mine}, not with {given} (sha256 {theirs[:12]}); "
+                "embeddings of different models cannot be mixed or compared: build a new gallery"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "siamnet_version": __version__,
+            "count": len(self),
+            "dim": self.dim,
+            "head": self.head,
+            "checkpoint": self.checkpoint,
+            "labels": self.labels,
+            "files": self.files,
+            **self.extra,
+        }
+
+
+def build_gallery(
+    source: Checkpoint | SiameseNet,
+    images: torch.Tensor,
+    labels: Sequence[str | None],
+    names: Sequence[str],
+    out: str | os.PathLike[str] | None = None,
+    batch_size: int = 512,
+    overwrite: bool = False,
+) -> Gallery:
+    """Embed uint8 images ``[N, C, H, W]`` once into a new gallery, written to `out` if given.
+
+    An existing gallery at `out` is refused unless `overwrite`.
+    """
+    model = model_of(source)
+    _check_items(images, labels, names)
+    if len(images) == 0:
+        raise DataError(f"{out or 'gallery'}: no images to put in the gallery")
+    if out is not None:
+        refuse_existing_gallery(Path(out), overwrite)
+    embeddings = embed_images(model, images, batch_size=batch_size).float().cpu()
+    gallery = Gallery(
+        embeddings=embeddings,
+        labels=list(labels),
+        files=[str(n) for n in names],
+        head=model.head.kind,
+        checkpoint=_checkpoint_record(source),
+    )
+    if out is not None:
+        save_gallery(gallery, out)
+    return gallery
+
+
+def add_to_gallery(
+    gallery: Gallery | str | os.PathLike[str],
+    source: Checkpoint | SiameseNet,
+    images: torch.Tensor,
+    labels: Sequence[str | None],
+    names: Sequence[str],
+    batch_size: int = 512,
+) -> Gallery:
+    """Embed only the new images ``[M, C, H, W]`` and append them; a gallery loaded from (or
+    given as) a folder is rewritten there. A different checkpoint is refused."""
+    g = gallery if isinstance(gallery, Gallery) else load_gallery(gallery)
+    g.check_model(source)
+    _check_items(images, labels, names)
+    new = embed_images(model_of(source), images, batch_size=batch_size).float().cpu()
+    if len(images) and new.shape[1] != g.dim:
+        raise CheckpointError(
+            f"{g.path}: embeddings of size {g.dim}, the model gives {new.shape[1]}"
+        )
+    merged = Gallery(
+        embeddings=torch.cat([g.embeddings.cpu(), new]) if len(images) else g.embeddings,
+        labels=g.labels + list(labels),
+        files=g.files + [str(n) for n in names],
+        head=g.head,
+        checkpoint=g.checkpoint,
+        path=g.path,
+        extra=g.extra,
+    )
+    if g.path is not None:
+        save_gallery(merged, g.path)
+    return merged
+
+
+def save_gallery(gallery: Gallery, folder: str | os.PathLike[str]) -> None:
+    """Write `gallery` into `folder`: ``embeddings.pt`` first, then ``gallery.json``."""
+    d = Path(folder)
+    if d.exists() and not d.is_dir():
+        raise DataError(f"{d}: expected a gallery folder, found a file")
+    d.mkdir(parents=True, exist_ok=True)
+    with atomic_path(d / EMBEDDINGS_FILE) as tmp:
+        torch.save({"embeddings": gallery.embeddings.detach().float().cpu().contiguous()}, tmp)
+    atomic_write_text(d / INFO_FILE, json.dumps(gallery.to_json(), indent=1) + "\n")
+    gallery.path = d
+
+
+def load_gallery(folder: str | os.PathLike[str], device: torch.device | str = "cpu") -> Gallery:
+    """Read a gallery folder; never executes code from it. Damaged galleries are refused."""
+    d = Path(folder)
+    info_file, emb_file = d / INFO_FILE, d / EMBEDDINGS_FILE
+    if not d.is_dir():
+        raise CheckpointError(
+            f"{d}: not a gallery folder ({'a file' if d.exists() else 'missing'})"
+        )
+    if not info_file.is_file():
+        raise CheckpointError(
+            f"{d}: not a siamnet gallery (no {INFO_FILE}); make one with index build"
+        )
+    try:
+        info = json.loads(info_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"{info_file}: damaged gallery description, not JSON ({exc})"
+        ) from exc
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise CheckpointError(f"{info_file}: not a siamnet gallery (no '{FORMAT}' marker)")
+    if int(info.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{info_file}: gallery format is newer than this siamnet; upgrade")
+    try:
+        payload = torch.load(emb_file, map_location="cpu", weights_only=True)
+        embeddings = payload["embeddings"]
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{d}: damaged gallery, {EMBEDDINGS_FILE} is missing") from exc
+    except Exception as exc:  # noqa: BLE001 - any failure to read is a damaged file
+        raise CheckpointError(f"{emb_file}: damaged gallery embeddings ({exc})"[:300]) from exc
+    count = int(info.get("count", -1))
+    labels, files = info.get("labels"), info.get("files")
+    if (
+        not isinstance(embeddings, torch.Tensor)
+        or embeddings.dim() != 2
+        or len(embeddings) < count
+        or count < 0
+        or not isinstance(labels, list)
+        or not isinstance(files, list)
+        or len(labels) != count
+        or len(files) != count
+    ):
+        raise CheckpointError(
+            f"{d}: damaged gallery: {count} items recorded, embeddings "
+            f"{list(getattr(embeddings, 'shape', []))}, {len(labels or [])} labels, "
+            f"{len(files or [])} file names"
+        )
+    known = {"format", "format_version", "siamnet_version", "count", "dim", "head", "checkpoint"}
+    known |= {"labels", "files"}
+    return Gallery(
+        embeddings=embeddings[:count].float().to(device),
+        labels=labels,
+        files=files,
+        head=str(info.get("head", "")),
+        checkpoint=dict(info.get("checkpoint") or {}),
+        path=d,
+        extra={k: v for k, v in info.items() if k not in known},
+    )
+
+
+def _check_items(images: torch.Tensor, labels: Sequence[str | None], names: Sequence[str]) -> None:
+    if images.dim() != 4:
+        raise DataError(f"gallery images: expected [N, C, H, W], got {list(images.shape)}")
+    if not len(images) == len(labels) == len(names):
+        raise DataError(
+            f"gallery items: {len(images)} images, {len(labels)} labels and {len(names)} names"
+        )
+
+
+def refuse_existing_gallery(out: Path, overwrite: bool) -> None:
+    """Raise `DataError` if `out` is a file, or holds a gallery and not `overwrite`."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is a file; expected a new gallery folder")
+    if overwrite or not out.exists():
+        return
+    if (out / INFO_FILE).exists() or (out / EMBEDDINGS_FILE).exists():
+        raise DataError(
+            f"{out}: a gallery is already there; add to it with 'siamnet index add', "
+            "or pass --overwrite to replace it"
+        )
+
+
+# --- reading items ---------------------------------------------------------------------------
+
+
+@dataclass
+class GalleryItems:
+    """Images to add to a gallery, uint8 ``[N, C, H, W]``, with a label (or None) and a name
+    each, and ``(name, message)`` for every file that could not be read."""
+
+    images: torch.Tensor
+    labels: list[str | None]
+    names: list[str]
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def read_gallery_items(
+    source: str | os.PathLike[str],
+    channels: int,
+    size: tuple[int, int],
+    invert: bool = False,
+    split: str | None = None,
+) -> GalleryItems:
+    """Images from a folder, an image file or a data SPEC, at the model's channels and size.
+
+    A folder is read recursively; an image in a sub-folder is labelled by its sub-folder path
+    (``Greek/character03``), one at the top is unlabelled. Any other `source` is a data SPEC
+    (``digits``, ``mnist``, a .csv or .npz file); its images are named ``SPEC:SPLIT:INDEX``
+    and labelled by class, from every split or only `split`.
+    """
+    p = Path(source)
+    if p.is_dir():
+        files = list_image_files(p, recursive=True)
+        if not files:
+            raise DataError(f"{p}: no image files in this folder")
+        return _items_from_files(files, p, channels, size, invert)
+    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+        return _items_from_files([p], None, channels, size, invert)
+    return _items_from_spec(str(source), channels, size, invert, split)
+
+
+def _items_from_files(
+    files: list[Path], root: Path | None, channels: int, size: tuple[int, int], invert: bool
+) -> GalleryItems:
+    images, ok, failures = read_images(files, channels, size, invert)
+    labels: list[str | None] = []
+    for f in ok:
+        folder = f.parent.relative_to(root).as_posix() if root is not None else "."
+        labels.append(None if folder == "." else folder)
+    return GalleryItems(images, labels, [str(f) for f in ok], [(str(f), m) for f, m in failures])
+
+
+def _items_from_spec(
+    spec: str, channels: int, size: tuple[int, int], invert: bool, split: str | None
+) -> GalleryItems:
+    from siamnet.data.registry import load_dataset
+
+    dataset = load_dataset(spec, image_size=size)
+    parts = {name: data for name, data in dataset.splits.items() if data is not None}
+    if split is not None:
+        if split not in parts:
+            raise DataError(f"{spec}: no split named {split!r}; splits are {', '.join(parts)}")
+        parts = {split: parts[split]}
+    images, labels, names = [], [], []
+    for name, data in parts.items():
+        images.append(match_channels(data.images, channels))
+        labels += [data.classes[i] for i in data.labels.tolist()]
+        names += [f"{spec}:{name}:{i}" for i in range(len(data))]
+    if not images:
+        raise DataError(f"{spec}: no images")
+    stacked = torch.cat(images)
+    return GalleryItems(255 - stacked if invert else stacked, labels, names)
+
+
+# --- search ----------------------------------------------------------------------------------
+
+
+class ExactSearch:
+    """Exact top-k by the model's own head score, in batched tensor operations.
+
+    Queries are processed in chunks so that each ``[q, N]`` score block stays under
+    `block` elements; the whole gallery is scored for every query.
+    """
+
+    def __init__(self, embeddings: torch.Tensor, head: PairHead, block: int = SCORE_BLOCK) -> None:
+        self.head = head
+        self.block = block
+        self.count = len(embeddings)
+        g = embeddings.float()
+        if isinstance(head, L1Head):
+            self.parts = scaled_parts(head, g)
+        elif head.kind == "euclidean":
+            self.g = g
+            self.g_sq = (g * g).sum(1)
+        elif head.kind == "cosine":
+            self.g = F.normalize(g, dim=1)
+        else:
+            self.g = g
+
+    def _raw(self, q: torch.Tensor) -> torch.Tensor:
+        """Scores ``[q, N]`` whose order is the head's (squared distance negated for
+        ``euclidean``, raw logits for ``l1``)."""
+        if isinstance(self.head, L1Head):
+            return weighted_l1_scaled(self.head, q, self.parts)
+        if self.head.kind == "euclidean":
+            return 2.0 * (q @ self.g.T) - self.g_sq - (q * q).sum(1, keepdim=True)
+        if self.head.kind == "cosine":
+            return F.normalize(q, dim=1) @ self.g.T
+        return self.head.pairwise(q, self.g)
+
+    def _to_score(self, raw: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.head, L1Head):
+            return self.head.to_score(raw)
+        if self.head.kind == "euclidean":
+            return -(-raw).clamp_min(0.0).sqrt()
+        return self.head.to_score(raw)
+
+    @torch.no_grad()
+    def search(self, queries: torch.Tensor, top_k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries ``[Q, D]`` -> indices int64 ``[Q, k]`` and scores ``[Q, k]`` (best first)."""
+        k = _clamp_k(top_k, self.count)
+        device = self.parts[0].device if isinstance(self.head, L1Head) else self.g.device
+        q = queries.to(device, torch.float32)
+        rows = max(1, self.block // max(1, self.count))
+        idx, scores = [], []
+        for i in range(0, len(q), rows):
+            top = self._raw(q[i : i + rows]).topk(k, dim=1)
+            idx.append(top.indices)
+            scores.append(self._to_score(top.values))
+        if not idx:
+            return torch.zeros(0, k, dtype=torch.int64), torch.zeros(0, k)
+        return torch.cat(idx).cpu(), torch.cat(scores).float().cpu()
+
+
+class RerankSearch:
+    """``l1`` head, approximate: a candidate pool by the L1 distance of embeddings rescaled by
+    the head's negative weights, then every candidate scored by the head.
+
+    The pool (``max(pool_factor·k, min_pool)`` items) is exact when no weight of the head is
+    positive (the rescaled L1 distance then orders items as the head does); a positive weight
+    can move an item outside the pool above one in it, so the result may differ from
+    `ExactSearch` there.
+    """
+
+    def __init__(
+        self,
+        embeddings: torch.Tensor,
+        head: L1Head,
+        pool_factor: int = 10,
+        min_pool: int = 256,
+        candidates: Any | None = None,
+    ) -> None:
+        if not isinstance(head, L1Head):
+            raise ArgumentError(f"rerank search is for the l1 head, this model's is {head.kind!r}")
+        self.head = head
+        self.g = embeddings.float()
+        self.cand_vectors = candidate_vectors(head, self.g) if candidates is None else None
+        self.pool_factor, self.min_pool = pool_factor, min_pool
+        self.candidates = candidates  # a FaissSearch-like object over the rescaled items, or None
+
+    def pool_size(self, top_k: int) -> int:
+        return min(len(self.g), max(self.pool_factor * top_k, self.min_pool))
+
+    @torch.no_grad()
+    def search(self, queries: torch.Tensor, top_k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries ``[Q, D]`` -> indices int64 ``[Q, k]`` and scores ``[Q, k]`` (best first)."""
+        k = _clamp_k(top_k, len(self.g))
+        pool = self.pool_size(k)
+        q = queries.to(self.g.device, torch.float32)
+        rows = max(1, SCORE_BLOCK // max(1, pool * self.g.shape[1], len(self.g)))
+        idx, scores = [], []
+        for i in range(0, len(q), rows):
+            chunk = q[i : i + rows]
+            if self.candidates is not None:
+                cand = self.candidates(chunk, pool).to(self.g.device)  # [q, pool], -1 = none
+            else:
+                dist = torch.cdist(candidate_vectors(self.head, chunk), self.cand_vectors, p=1)
+                cand = dist.topk(pool, dim=1, largest=False).indices
+            safe = cand.clamp_min(0)
+            w = self.head.fc.weight.detach().squeeze(0)
+            logits = (torch.abs(chunk[:, None, :] - self.g[safe]) * w).sum(-1) + self.head.fc.bias
+            top = logits.masked_fill(cand < 0, float("-inf")).topk(k, dim=1)
+            idx.append(safe.gather(1, top.indices))
+            scores.append(self.head.to_score(top.values))
+        if not idx:
+            return torch.zeros(0, k, dtype=torch.int64), torch.zeros(0, k)
+        return torch.cat(idx).cpu(), torch.cat(scores).float().cpu()
+
+
+def candidate_vectors(head: L1Head, x: torch.Tensor) -> torch.Tensor:
+    """Vectors ``[N, D⁻]`` whose L1 distance proposes candidates for the ``l1`` head: the
+    embeddings rescaled by the head's negative weights (all of ``x`` if none is negative)."""
+    negative = scaled_parts(head, x)[1]
+    return negative if negative.shape[1] else x
+
+
+class FaissSearch:
+    """FAISS search (the optional ``faiss`` extra), on CPU.
+
+    ``index="flat"``: exact (IndexFlatL2 for ``euclidean``, IndexFlatIP on normalised vectors
+    for ``cosine``). ``index="ivf"``: an inverted file of `nlist` k-means cells (by default
+    about ``√N``, trained on up to `train_size` items) of which `nprobe` are visited per query
+    (Jégou et al. 2011), approximate. For the ``l1`` head FAISS proposes candidates by L1
+    distance (as in `RerankSearch`) and the head scores them.
+    """
+
+    def __init__(
+        self,
+        embeddings: torch.Tensor,
+        head: PairHead,
+        index: str = "flat",
+        nlist: int | None = None,
+        nprobe: int = 8,
+        train_size: int = 50_000,
+        seed: int = 0,
+    ) -> None:
+        faiss = import_faiss()
+        self.head = head
+        self.kind = index
+        g = embeddings.detach().float().cpu()
+        if isinstance(head, L1Head):
+            metric, vectors = faiss.METRIC_L1, candidate_vectors(head, g)
+        elif head.kind == "euclidean":
+            metric, vectors = faiss.METRIC_L2, g
+        elif head.kind == "cosine":
+            metric, vectors = faiss.METRIC_INNER_PRODUCT, F.normalize(g, dim=1)
+        else:
+            raise ArgumentError(f"FAISS search does not support the {head.kind!r} head")
+        x = vectors.contiguous().numpy()
+        d = x.shape[1]
+        if index == "flat":
+            self.index = faiss.IndexFlat(d, metric)
+        elif index == "ivf":
+            nlist = nlist or max(1, min(int(len(x) ** 0.5), len(x) // 39))
+            quantizer = faiss.IndexFlat(d, metric)
+            self.index = faiss.IndexIVFFlat(quantizer, d, nlist, metric)
+            generator = torch.Generator().manual_seed(seed)
+            sample = torch.randperm(len(x), generator=generator)[: max(train_size, nlist)]
+            self.index.train(x[sample.numpy()])
+            self.index.nprobe = nprobe
+        else:
+            raise ArgumentError(f"FAISS index {index!r}: expected 'flat' or 'ivf'")
+        self.index.add(x)
+        self.rerank = (
+            RerankSearch(g, head, candidates=self._candidates)
+            if metric == faiss.METRIC_L1
+            else None
+        )
+
+    def _candidates(self, q: torch.Tensor, pool: int) -> torch.Tensor:
+        qn = candidate_vectors(self.head, q.detach().float().cpu())
+        _, ids = self.index.search(qn.contiguous().numpy(), pool)
+        return torch.from_numpy(ids)
+
+    @torch.no_grad()
+    def search(self, queries: torch.Tensor, top_k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries ``[Q, D]`` -> indices ``[Q, k]`` (-1 where an IVF search found fewer than k)
+        and scores ``[Q, k]``."""
+        if self.rerank is not None:
+            return self.rerank.search(queries, top_k)
+        k = _clamp_k(top_k, self.index.ntotal)
+        q = queries.detach().float().cpu()
+        if self.head.kind == "cosine":
+            q = F.normalize(q, dim=1)
+        values, ids = self.index.search(q.contiguous().numpy(), k)
+        values, ids = torch.from_numpy(values), torch.from_numpy(ids)
+        if self.head.kind == "euclidean":
+            scores = -values.clamp_min(0.0).sqrt()
+        else:
+            scores = values
+        return ids, scores.masked_fill(ids < 0, float("-inf"))
+
+
+def import_faiss() -> Any:
+    """The faiss module, or a clear error saying how to install it."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ArgumentError(
+            "FAISS search needs the faiss package: pip install 'siamnet[faiss]' (faiss-cpu)"
+        ) from exc
+    return faiss
+
+
+def head_for(gallery: Gallery, head: PairHead | None = None) -> PairHead:
+    """The head to score `gallery` with: the model's, or one rebuilt from the recorded kind
+    (only possible for heads without weights)."""
+    if head is not None:
+        if head.kind != gallery.head:
+            raise CheckpointError(
+                f"{gallery.path}: gallery made with a {gallery.head!r} head, "
+                f"the model has {head.kind!r}"
+            )
+        return head
+    if gallery.head == "l1":
+        raise ArgumentError("searching an l1-head gallery needs the model's head (head=)")
+    return build_head(gallery.head, gallery.dim)
+
+
+def make_searcher(
+    gallery: Gallery, head: PairHead | None = None, method: str = "exact", **options: Any
+) -> ExactSearch | RerankSearch | FaissSearch:
+    """A searcher over `gallery` by `method` (``exact``, ``rerank``, ``faiss``, ``faiss-ivf``)."""
+    h = head_for(gallery, head)
+    if method == "exact":
+        return ExactSearch(gallery.embeddings, h, **options)
+    if method == "rerank":
+        return RerankSearch(gallery.embeddings, h, **options)  # type: ignore[arg-type]
+    if method == "faiss":
+        return FaissSearch(gallery.embeddings, h, index="flat", **options)
+    if method == "faiss-ivf":
+        return FaissSearch(gallery.embeddings, h, index="ivf", **options)
+    raise ArgumentError(f"search method {method!r}: expected one of {', '.join(SEARCH_METHODS)}")
+
+
+def search(
+    gallery: Gallery,
+    queries: torch.Tensor,
+    top_k: int = 5,
+    head: PairHead | None = None,
+    method: str = "exact",
+    **options: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k gallery items of each query embedding ``[Q, D]``: indices int64 ``[Q, k]`` and
+    user-facing scores ``[Q, k]``, best first. `head` is the model's (required for ``l1``)."""
+    if queries.dim() != 2 or queries.shape[1] != gallery.dim:
+        raise DataError(f"query embeddings: expected [Q, {gallery.dim}], got {list(queries.shape)}")
+    return make_searcher(gallery, head, method, **options).search(queries, top_k)
+
+
+def _clamp_k(top_k: int, count: int) -> int:
+    if top_k < 1:
+        raise ArgumentError(f"--top-k {top_k}: expected a positive number")
+    if count == 0:
+        raise DataError("the gallery is empty")
+    return min(top_k, count)

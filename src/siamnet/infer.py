@@ -1,0 +1,313 @@
+"""Using a trained model: compare two images, classify queries against a K-shot support set.
+
+Every image is embedded once; scores of all (query, support) pairs come from the embeddings in
+batched head operations, so 1,000 queries against a 1,000-class support set embed 2,000 images
+and never loop over pairs in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from siamnet.checkpoint import Checkpoint
+from siamnet.errors import ArgumentError, CheckpointError, DataError
+from siamnet.evaluate import embed_images
+from siamnet.models.heads import L1Head, PairHead
+from siamnet.models.siamese import SiameseNet
+
+#: Elements of one ``[queries, support]`` score block; queries are processed in chunks under it.
+SCORE_BLOCK = 1 << 24
+
+
+# --- pairwise scores -------------------------------------------------------------------------
+
+
+def pairwise_raw(head: PairHead, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Raw head scores of every pair, ``[Q, D], [S, D] -> [Q, S]``.
+
+    For the ``l1`` head the weighted L1 distance ``w · |q - s|`` is split by the sign of each
+    weight into two plain L1 distances of rescaled embeddings, ``cdist₁(q·w⁺, s·w⁺) -
+    cdist₁(q·|w⁻|, s·|w⁻|)``, so it runs in `torch.cdist` without a ``[Q, S, D]`` tensor.
+    """
+    if isinstance(head, L1Head):
+        return weighted_l1_scaled(head, q, scaled_parts(head, s))
+    return head.pairwise(q, s)
+
+
+def scaled_parts(head: L1Head, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [N, D]`` rescaled by the positive and by the (negated) negative weights of an
+    ``l1`` head: ``([N, D⁺], [N, D⁻])``."""
+    w = head.fc.weight.detach().squeeze(0).to(x.dtype)
+    positive = w > 0
+    return x[:, positive] * w[positive], x[:, ~positive] * -w[~positive]
+
+
+def weighted_l1_scaled(
+    head: L1Head, q: torch.Tensor, parts: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """Logits ``[Q, S]`` of queries ``[Q, D]`` against items already split by `scaled_parts`."""
+    qp, qn = scaled_parts(head, q)
+    sp, sn = parts
+    out = q.new_full((len(q), len(sp)), float(head.fc.bias.detach()))
+    if sp.shape[1]:
+        out += torch.cdist(qp, sp, p=1)
+    if sn.shape[1]:
+        out -= torch.cdist(qn, sn, p=1)
+    return out
+
+
+# --- compare ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CompareResult:
+    """The similarity of two images and the verdict at `threshold` (``same = score >= t``).
+
+    `distance` is the embedding distance for distance heads (Euclidean for ``euclidean``,
+    ``1 - cos`` for ``cosine``) and None for the ``l1`` head, whose score is a probability.
+    """
+
+    score: float
+    same: bool
+    threshold: float
+    distance: float | None = None
+
+    def to_dict(self) -> dict[str, float | bool | None]:
+        return asdict(self)
+
+
+def model_of(source: Checkpoint | SiameseNet) -> SiameseNet:
+    """The network of a checkpoint, or the network itself."""
+    return source.model if isinstance(source, Checkpoint) else source
+
+
+def threshold_of(source: Checkpoint | SiameseNet, threshold: float | None = None) -> float:
+    """`threshold` if given, else the checkpoint's calibrated threshold."""
+    if threshold is not None:
+        return float(threshold)
+    if isinstance(source, Checkpoint):
+        value = source.metadata.get("threshold")
+        if value is not None:
+            return float(value)
+        raise CheckpointError(
+            f"{source.path}: no calibrated threshold in this checkpoint; pass --threshold"
+        )
+    raise ArgumentError("a bare model has no calibrated threshold; pass threshold=")
+
+
+@torch.no_grad()
+def pair_similarity(model: SiameseNet, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """User-facing similarity ``[B]`` of image pairs ``[B, C, H, W]`` (0..255), on CPU."""
+    device = next(model.parameters()).device
+    ea = embed_images(model, a, device=device)
+    eb = embed_images(model, b, device=device)
+    return model.head.to_score(model.head(ea, eb)).float().cpu()
+
+
+@torch.no_grad()
+def compare(
+    source: Checkpoint | SiameseNet,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    threshold: float | None = None,
+) -> CompareResult:
+    """Compare two images ``[C, H, W]`` (or ``[1, C, H, W]``), raw pixel values 0..255.
+
+    `threshold` overrides the checkpoint's calibrated one (required for a bare model).
+    """
+    model = model_of(source)
+    t = threshold_of(source, threshold)
+    a, b = _one_image(a, "a"), _one_image(b, "b")
+    device = next(model.parameters()).device
+    e = embed_images(model, torch.cat([a, b]), device=device)
+    raw = model.head(e[:1], e[1:])
+    score = float(model.head.to_score(raw)[0])
+    distance = None
+    if model.head.kind == "euclidean":
+        distance = -score
+    elif model.head.kind == "cosine":
+        distance = 1.0 - score
+    return CompareResult(score=score, same=score >= t, threshold=t, distance=distance)
+
+
+def _one_image(x: torch.Tensor, name: str) -> torch.Tensor:
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ArgumentError(f"image {name}: expected shape [C, H, W], got {list(x.shape)}")
+    return x
+
+
+# --- support sets and classification ---------------------------------------------------------
+
+
+@dataclass
+class SupportSet:
+    """K-shot support images, embedded once.
+
+    Attributes:
+        embeddings: float ``[S, D]`` on the model's device.
+        labels: int64 ``[S]`` in ``0..K-1`` (same device).
+        classes: the K class names.
+        paths: the file of each support image, when it came from files.
+    """
+
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    paths: list[Path] | None = None
+
+    def __post_init__(self) -> None:
+        if self.embeddings.dim() != 2 or self.labels.shape != (len(self.embeddings),):
+            raise DataError(
+                f"support set: embeddings {list(self.embeddings.shape)} and labels "
+                f"{list(self.labels.shape)} do not match ([S, D] and [S])"
+            )
+        if len(self.embeddings) == 0:
+            raise DataError("support set: no images")
+        k = len(self.classes)
+        lo, hi = int(self.labels.min()), int(self.labels.max())
+        if lo < 0 or hi >= k:
+            raise DataError(f"support set: labels must lie in 0..{k - 1}, found {lo}..{hi}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def counts(self) -> torch.Tensor:
+        """Support images per class, float ``[K]`` (zero for a class with none)."""
+        return torch.bincount(self.labels, minlength=self.num_classes).to(self.embeddings.dtype)
+
+    def prototypes(self) -> torch.Tensor:
+        """Mean embedding of each class ``[K, D]`` (Snell et al. 2017)."""
+        sums = torch.zeros(
+            self.num_classes,
+            self.embeddings.shape[1],
+            dtype=self.embeddings.dtype,
+            device=self.embeddings.device,
+        ).index_add_(0, self.labels, self.embeddings)
+        return sums / self.counts().clamp_min(1.0)[:, None]
+
+
+def build_support(
+    source: Checkpoint | SiameseNet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    paths: list[Path] | None = None,
+    batch_size: int = 512,
+) -> SupportSet:
+    """Embed support images uint8 ``[S, C, H, W]`` with labels ``[S]`` once."""
+    model = model_of(source)
+    device = next(model.parameters()).device
+    embeddings = embed_images(model, images, batch_size=batch_size, device=device)
+    return SupportSet(embeddings, labels.to(device=device, dtype=torch.int64), list(classes), paths)
+
+
+@dataclass
+class Prediction:
+    """One query's answer.
+
+    `label` is the predicted class, or None when `unknown` (its best score fell below the
+    rejection threshold); `best` is the best-scoring class either way.
+    """
+
+    label: str | None
+    score: float
+    best: str
+    runner_up: str | None
+    runner_up_score: float | None
+    unknown: bool
+
+    def to_dict(self) -> dict[str, str | float | bool | None]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def class_scores(
+    model: SiameseNet, support: SupportSet, queries: torch.Tensor, scoring: str = "mean"
+) -> torch.Tensor:
+    """Similarity of each query embedding ``[Q, D]`` to each support class: ``[Q, K]``.
+
+    ``scoring="mean"``: the mean similarity to the class's K support images (as in Koch et al.
+    2015 for K > 1). ``scoring="prototype"``: the similarity to the class's mean embedding
+    (Snell et al. 2017), meant for embedding heads (``euclidean``, ``cosine``).
+    """
+    head = model.head
+    q = queries.to(support.embeddings.device, support.embeddings.dtype)
+    if scoring == "prototype":
+        targets = support.prototypes()
+    elif scoring == "mean":
+        targets = support.embeddings
+    else:
+        raise ArgumentError(f"scoring {scoring!r}: expected 'mean' or 'prototype'")
+    parts = scaled_parts(head, targets) if isinstance(head, L1Head) else None
+    rows = max(1, SCORE_BLOCK // max(1, len(targets)))
+    blocks = []
+    for i in range(0, len(q), rows):
+        chunk = q[i : i + rows]
+        raw = (
+            head.pairwise(chunk, targets)
+            if parts is None
+            else weighted_l1_scaled(head, chunk, parts)
+        )
+        scores = head.to_score(raw)  # [q, S] (mean) or [q, K] (prototype)
+        if scoring == "mean":
+            sums = scores.new_zeros(len(scores), support.num_classes)
+            scores = sums.index_add_(1, support.labels, scores) / support.counts().clamp_min(1.0)
+        blocks.append(scores)
+    out = torch.cat(blocks) if blocks else q.new_zeros(0, support.num_classes)
+    empty = support.counts() == 0
+    if bool(empty.any()):  # a class with no support image can never win
+        out[:, empty] = float("-inf")
+    return out
+
+
+@torch.no_grad()
+def classify(
+    source: Checkpoint | SiameseNet,
+    support: SupportSet,
+    queries: torch.Tensor,
+    reject_below: float | None = None,
+    scoring: str = "mean",
+    batch_size: int = 512,
+) -> list[Prediction]:
+    """Predict the support class of each query.
+
+    `queries` are images ``[Q, C, H, W]`` (0..255; embedded once, in batches) or embeddings
+    ``[Q, D]``. With `reject_below`, a query whose best class scores below it is "unknown"
+    (open-set use, as in face or signature verification).
+    """
+    model = model_of(source)
+    if len(queries) == 0:
+        return []
+    if queries.dim() == 4:
+        queries = embed_images(
+            model, queries, batch_size=batch_size, device=support.embeddings.device
+        )
+    elif queries.dim() != 2:
+        raise ArgumentError(
+            f"queries: expected images [Q, C, H, W] or embeddings [Q, D], got {list(queries.shape)}"
+        )
+    scores = class_scores(model, support, queries, scoring)
+    k = min(2, support.num_classes)
+    top_scores, top_ids = (t.cpu().tolist() for t in scores.topk(k, dim=1))
+    names = support.classes
+    out = []
+    for s, ids in zip(top_scores, top_ids, strict=True):
+        unknown = reject_below is not None and s[0] < reject_below
+        second = k > 1 and s[1] != float("-inf")
+        out.append(
+            Prediction(
+                label=None if unknown else names[ids[0]],
+                score=s[0],
+                best=names[ids[0]],
+                runner_up=names[ids[1]] if second else None,
+                runner_up_score=s[1] if second else None,
+                unknown=unknown,
+            )
+        )
+    return out

@@ -1,0 +1,211 @@
+"""The HTTP service (FastAPI): compare, classify and search endpoints, and a page to try them.
+
+Every error is JSON ``{"detail": "<one line>"}``: 400 for a bad upload or argument (not an
+image, empty, a missing field), 413 for a body over the upload cap (counted while reading),
+404 for an unknown path or support class, 409 when the service was started without the
+support set or gallery a request needs. The OpenAPI description is at ``/openapi.json``,
+browsable at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from siamnet import __version__
+from siamnet.errors import SiamnetError
+from siamnet.serve.limits import UploadLimit
+from siamnet.serve.schemas import (
+    ClassifyAnswer,
+    CompareAnswer,
+    ErrorAnswer,
+    HealthAnswer,
+    InfoAnswer,
+    SearchAnswer,
+)
+from siamnet.serve.service import MAX_TOP_K, ModelService, NotAvailable, NotFound
+
+STATIC = Path(__file__).with_name("static")
+logger = logging.getLogger("siamnet.serve")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorAnswer, "description": "not an image, empty, or a field is missing"},
+    413: {"model": ErrorAnswer, "description": "the upload is larger than the service accepts"},
+}
+
+
+def create_app(
+    ckpt_path: str | os.PathLike[str],
+    support_dir: str | os.PathLike[str] | None = None,
+    gallery_dir: str | os.PathLike[str] | None = None,
+    max_upload_bytes: int = 5_000_000,
+    device: torch.device | str = "cpu",
+    threshold: float | None = None,
+    invert: bool = False,
+    scoring: str = "mean",
+) -> FastAPI:
+    """The web application for a checkpoint; the support folder is embedded and the gallery
+    read (or embedded, for a folder of images) here, once. See `ModelService` for the options.
+    """
+    service = ModelService.load(
+        ckpt_path, support_dir, gallery_dir, device, threshold, invert, scoring
+    )
+    return build_app(service, max_upload_bytes)
+
+
+def build_app(service: ModelService, max_upload_bytes: int = 5_000_000) -> FastAPI:
+    """The web application answering for `service`, with request bodies capped."""
+    app = FastAPI(
+        title="siamnet",
+        version=__version__,
+        description="Compare two images, classify one against a support set, or search a "
+        "gallery with a trained Siamese network. Images are uploaded as multipart/form-data.",
+    )
+    app.state.service = service
+    app.state.max_upload_bytes = max_upload_bytes
+    _add_error_handlers(app)
+    _add_routes(app, service, max_upload_bytes)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(UploadLimit, max_bytes=max_upload_bytes)
+    return app
+
+
+def _add_routes(app: FastAPI, service: ModelService, max_upload_bytes: int) -> None:
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/health", response_model=HealthAnswer, summary="Is the service up")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/info", response_model=InfoAnswer, summary="The model and data being served")
+    def info() -> dict[str, Any]:
+        return {**service.info(), "max_upload_bytes": max_upload_bytes}
+
+    @app.post(
+        "/compare",
+        response_model=CompareAnswer,
+        responses=_ERRORS,
+        summary="Score two images and say whether they show the same class",
+    )
+    def compare(
+        a: Annotated[UploadFile, File(description="an image file")],
+        b: Annotated[UploadFile, File(description="another image file")],
+    ) -> dict[str, Any]:
+        return service.compare(_read(a), _read(b), _name(a, "a"), _name(b, "b"))
+
+    @app.post(
+        "/classify",
+        response_model=ClassifyAnswer,
+        responses={**_ERRORS, 409: {"model": ErrorAnswer, "description": "no support set"}},
+        summary="Rank the support-set classes for one image",
+    )
+    def classify(
+        request: Request,
+        image: Annotated[UploadFile, File(description="an image file")],
+        reject_below: Annotated[
+            float | None,
+            Query(description="answer unknown when the best class scores below this"),
+        ] = None,
+    ) -> dict[str, Any]:
+        answer = service.classify(_read(image), reject_below, _name(image, "image"))
+        root = request.scope.get("root_path", "")
+        for row in answer["ranking"]:
+            row["image_url"] = f"{root}/support/{row['class_index']}/image"
+        return answer
+
+    @app.post(
+        "/search",
+        response_model=SearchAnswer,
+        responses={**_ERRORS, 409: {"model": ErrorAnswer, "description": "no gallery"}},
+        summary="The gallery items most similar to one image",
+    )
+    def search(
+        image: Annotated[UploadFile, File(description="an image file")],
+        k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="items to return")] = 5,
+    ) -> dict[str, Any]:
+        return service.search(_read(image), k, _name(image, "image"))
+
+    @app.get(
+        "/support/{class_index}/image",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/png": {}}, "description": "a PNG"},
+            404: {"model": ErrorAnswer, "description": "no such class"},
+            409: {"model": ErrorAnswer, "description": "no support set"},
+        },
+        summary="One support image of a class, as PNG at the model's input size",
+    )
+    def support_image(class_index: int) -> Response:
+        png = service.support_thumbnail(class_index)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+
+def _read(upload: UploadFile) -> bytes:
+    """The bytes of an uploaded file (already within the upload cap)."""
+    upload.file.seek(0)
+    return upload.file.read()
+
+
+def _name(upload: UploadFile, field: str) -> str:
+    """How errors name an upload: its field and, when sent, its file name."""
+    filename = " ".join((upload.filename or "").split())[:80]
+    return f"field '{field}' ({filename})" if filename else f"field '{field}'"
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(NotAvailable)
+    async def not_available(_: Request, exc: NotAvailable) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(SiamnetError)
+    async def bad_input(_: Request, exc: SiamnetError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, describe_validation_error(exc))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("error answering %s %s", request.method, request.url.path)
+        return _error(500, f"internal error ({type(exc).__name__}); see the service's log")
+
+
+def describe_validation_error(exc: RequestValidationError) -> str:
+    """One line naming each field or parameter that is missing or wrong."""
+    parts = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ())]
+        where, name = (loc[0], ".".join(loc[1:])) if len(loc) > 1 else ("body", "".join(loc))
+        kind = {"query": "query parameter", "path": "path parameter"}.get(where, "field")
+        if error.get("type") == "missing" and kind == "field":
+            parts.append(
+                f"missing field '{name}': expected an image file uploaded as multipart/form-data"
+            )
+        elif error.get("type") == "missing":
+            parts.append(f"missing {kind} '{name}'")
+        elif kind == "field":
+            parts.append(f"field '{name}': expected an uploaded image file, found a text value")
+        else:
+            parts.append(f"{kind} '{name}': {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "bad request"
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": " ".join(detail.split())}, status_code=status)

@@ -1,0 +1,347 @@
+"""The model behind the HTTP service: a checkpoint, a support set and a gallery, loaded once.
+
+The support set and the gallery are embedded (or read) at start-up; a request embeds only its
+own images. Uploaded bytes are decoded outside the lock, so decoding runs in parallel; the
+model runs under one lock and `torch.inference_mode`, so requests from many threads are safe
+and each answer is exactly what a lone request would get. No web framework is needed here.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from siamnet import __version__
+from siamnet.checkpoint import Checkpoint, load_checkpoint
+from siamnet.errors import ArgumentError, DataError, SiamnetError
+from siamnet.evaluate import embed_images
+from siamnet.gallery import (
+    INFO_FILE,
+    Gallery,
+    build_gallery,
+    load_gallery,
+    make_searcher,
+    read_gallery_items,
+)
+from siamnet.images import read_image_bytes, read_support_folder
+from siamnet.infer import SupportSet, build_support, class_scores, classify, compare
+
+#: Largest image (width x height) an upload may declare; larger ones are refused before
+#: decoding, so a small file cannot expand into gigabytes of pixels.
+MAX_PIXELS = 40_000_000
+
+#: Most gallery items one search may return.
+MAX_TOP_K = 100
+
+
+#: Uploads decoded at the same time; more would only add memory, not speed.
+DECODERS = max(1, min(4, os.cpu_count() or 1))
+
+
+class NotAvailable(SiamnetError):
+    """The service was started without what a request needs (a support set, a gallery)."""
+
+
+class NotFound(SiamnetError):
+    """A request names something the service does not have (a support class)."""
+
+
+@dataclass
+class SupportState:
+    """The support set, embedded once, and one PNG per class to show beside its name."""
+
+    support: SupportSet
+    images: int
+    thumbnails: list[bytes]
+    folder: Path
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+
+
+@dataclass
+class GalleryState:
+    """A gallery and its searcher, both made once."""
+
+    gallery: Gallery
+    searcher: Any
+    source: str
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+class ModelService:
+    """Answers compare, classify and search requests for one checkpoint.
+
+    `threshold` overrides the checkpoint's calibrated one; `invert` turns every image read
+    (uploads and the support folder) into ``255 - value``; `scoring` is how a query is scored
+    against a support class (``mean`` or ``prototype``, see `siamnet.infer.class_scores`).
+    """
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        support: SupportState | None = None,
+        gallery: GalleryState | None = None,
+        threshold: float | None = None,
+        invert: bool = False,
+        scoring: str = "mean",
+    ) -> None:
+        if scoring not in ("mean", "prototype"):
+            raise ArgumentError(f"--scoring {scoring!r}: expected 'mean' or 'prototype'")
+        self.checkpoint = checkpoint
+        self.support = support
+        self.gallery = gallery
+        if threshold is None:
+            threshold = checkpoint.metadata.get("threshold")
+        self.threshold = None if threshold is None else float(threshold)
+        self.invert = invert
+        self.scoring = scoring
+        self.device = next(checkpoint.model.parameters()).device
+        self._lock = threading.Lock()
+        self._decoders = threading.BoundedSemaphore(DECODERS)
+
+    # --- start-up ----------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: str | os.PathLike[str],
+        support_dir: str | os.PathLike[str] | None = None,
+        gallery_dir: str | os.PathLike[str] | None = None,
+        device: torch.device | str = "cpu",
+        threshold: float | None = None,
+        invert: bool = False,
+        scoring: str = "mean",
+    ) -> ModelService:
+        """Load the checkpoint, embed the support folder and read (or make) the gallery."""
+        ckpt = load_checkpoint(checkpoint, device)
+        support = load_support(ckpt, support_dir, invert) if support_dir is not None else None
+        gallery = load_gallery_state(ckpt, gallery_dir, invert) if gallery_dir is not None else None
+        return cls(ckpt, support, gallery, threshold, invert, scoring)
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def decode(self, data: bytes, name: str) -> torch.Tensor:
+        """Uploaded bytes as the model's input, uint8 ``[C, H, W]``; `DataError` if not an image."""
+        spec = self.checkpoint.spec
+        with self._decoders:
+            check_pixel_count(data, name)
+            return read_image_bytes(data, spec.in_channels, spec.image_size, self.invert, name)
+
+    def compare(self, a: bytes, b: bytes, name_a: str = "a", name_b: str = "b") -> dict[str, Any]:
+        """Score two encoded images: ``score``, ``same`` (None without a threshold),
+        ``threshold``, ``distance`` (distance heads) and ``head``. Names are for errors."""
+        image_a, image_b = self.decode(a, name_a), self.decode(b, name_b)
+        t = self.threshold
+        with self._lock, torch.inference_mode():
+            result = compare(self.checkpoint, image_a, image_b, math.inf if t is None else t)
+        answer = result.to_dict()
+        if t is None:
+            answer.update(same=None, threshold=None)
+        return {**answer, "head": self.checkpoint.spec.head}
+
+    def classify(
+        self, data: bytes, reject_below: float | None = None, name: str = "image"
+    ) -> dict[str, Any]:
+        """Classify one encoded image against the support set: the prediction (as
+        `siamnet.infer.Prediction`) and every class ranked by score, best first."""
+        state = self._need_support()
+        if reject_below is not None and not math.isfinite(reject_below):
+            raise ArgumentError(f"reject_below {reject_below}: expected a finite number")
+        image = self.decode(data, name)
+        with self._lock, torch.inference_mode():
+            query = self._embed(image)
+            prediction = classify(self.checkpoint, state.support, query, reject_below, self.scoring)
+            scores = class_scores(self.checkpoint.model, state.support, query, self.scoring)
+        scores = scores[0].float().cpu()
+        order = torch.argsort(scores, descending=True, stable=True).tolist()
+        ranking = [
+            {"class_index": k, "name": state.support.classes[k], "score": finite(scores[k])}
+            for k in order
+        ]
+        answer = prediction[0].to_dict()
+        answer["score"] = finite(answer["score"])
+        answer["runner_up_score"] = finite(answer["runner_up_score"])
+        return {**answer, "reject_below": reject_below, "ranking": ranking}
+
+    def search(self, data: bytes, k: int = 5, name: str = "image") -> dict[str, Any]:
+        """The `k` gallery items most similar to one encoded image, best first."""
+        state = self._need_gallery()
+        if not 1 <= k <= MAX_TOP_K:
+            raise ArgumentError(f"k {k}: expected a number of items from 1 to {MAX_TOP_K}")
+        image = self.decode(data, name)
+        with self._lock, torch.inference_mode():
+            indices, scores = state.searcher.search(self._embed(image), k)
+        gallery, t = state.gallery, self.threshold
+        matches = []
+        for rank, (i, s) in enumerate(
+            zip(indices[0].tolist(), scores[0].tolist(), strict=True), start=1
+        ):
+            if i < 0:
+                continue
+            match = {
+                "rank": rank,
+                "index": i,
+                "file": Path(gallery.files[i]).name,
+                "label": gallery.labels[i],
+                "score": finite(s),
+                "same": None if t is None else s >= t,
+            }
+            matches.append(match)
+        return {"k": k, "threshold": t, "matches": matches}
+
+    def support_thumbnail(self, class_index: int) -> bytes:
+        """PNG of the first support image of a class (as it is on disk, at the model's size)."""
+        state = self._need_support()
+        if not 0 <= class_index < len(state.thumbnails):
+            raise NotFound(
+                f"support class {class_index}: expected an index from 0 to "
+                f"{len(state.thumbnails) - 1}"
+            )
+        return state.thumbnails[class_index]
+
+    def info(self) -> dict[str, Any]:
+        """What the service runs: model, head, classes, threshold, versions, support, gallery."""
+        ckpt, spec = self.checkpoint, self.checkpoint.spec
+        support = None
+        if self.support is not None:
+            support = {
+                "classes": self.support.support.classes,
+                "images": self.support.images,
+                "scoring": self.scoring,
+                "skipped": len(self.support.failures),
+            }
+        gallery = None
+        if self.gallery is not None:
+            g = self.gallery.gallery
+            gallery = {
+                "items": len(g),
+                "labelled": sum(label is not None for label in g.labels),
+                "dim": g.dim,
+                "skipped": len(self.gallery.failures),
+            }
+        return {
+            "checkpoint": ckpt.path.name,
+            "model": spec.model,
+            "head": spec.head,
+            "loss": spec.loss,
+            "in_channels": spec.in_channels,
+            "image_size": list(spec.image_size),
+            "classes": list(ckpt.metadata.get("classes") or []),
+            "threshold": self.threshold,
+            "invert": self.invert,
+            "checkpoint_version": ckpt.metadata.get("siamnet_version"),
+            "version": __version__,
+            "device": str(self.device),
+            "support": support,
+            "gallery": gallery,
+            "max_top_k": MAX_TOP_K,
+        }
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _embed(self, image: torch.Tensor) -> torch.Tensor:
+        """One image ``[C, H, W]`` -> its embedding ``[1, D]`` on the model's device."""
+        return embed_images(self.checkpoint.model, image.unsqueeze(0), device=self.device)
+
+    def _need_support(self) -> SupportState:
+        if self.support is None:
+            raise NotAvailable(
+                "no support set: start the service with --support DIR "
+                "(one sub-folder of images per class) to classify"
+            )
+        return self.support
+
+    def _need_gallery(self) -> GalleryState:
+        if self.gallery is None:
+            raise NotAvailable(
+                "no gallery: start the service with --gallery DIR (a folder made by "
+                "'siamnet index build', or a folder of images) to search"
+            )
+        return self.gallery
+
+
+def load_support(
+    ckpt: Checkpoint, folder: str | os.PathLike[str], invert: bool = False
+) -> SupportState:
+    """Read a support folder (one sub-folder per class) and embed it once."""
+    spec = ckpt.spec
+    images, labels, classes, paths, failures = read_support_folder(
+        folder, spec.in_channels, spec.image_size, invert
+    )
+    with torch.inference_mode():
+        support = build_support(ckpt, images, labels, classes, paths)
+    first = np.unique(labels.numpy(), return_index=True)[1]
+    shown = 255 - images[first] if invert else images[first]
+    thumbnails = [png_bytes(image) for image in shown]
+    return SupportState(support, len(images), thumbnails, Path(folder), failures)
+
+
+def load_gallery_state(
+    ckpt: Checkpoint, folder: str | os.PathLike[str], invert: bool = False
+) -> GalleryState:
+    """A gallery folder made by ``siamnet index build`` (refused if another model made it), or
+    a folder of images embedded now (a sub-folder path is an image's label)."""
+    d = Path(folder)
+    if not d.is_dir():
+        found = "a file" if d.exists() else "nothing there"
+        raise DataError(
+            f"{d}: expected a gallery folder (made by 'siamnet index build') or a folder of "
+            f"images, found {found}"
+        )
+    device = next(ckpt.model.parameters()).device
+    failures: list[tuple[str, str]] = []
+    if (d / INFO_FILE).is_file():
+        gallery = load_gallery(d, device)
+        gallery.check_model(ckpt)
+        source = "gallery"
+    else:
+        spec = ckpt.spec
+        items = read_gallery_items(d, spec.in_channels, spec.image_size, invert)
+        with torch.inference_mode():
+            gallery = build_gallery(ckpt, items.images, items.labels, items.names)
+        gallery.embeddings = gallery.embeddings.to(device)
+        failures = items.failures
+        source = "images"
+    searcher = make_searcher(gallery, ckpt.model.head, "exact")
+    return GalleryState(gallery, searcher, source, failures)
+
+
+def check_pixel_count(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse an image whose header declares more than `max_pixels` pixels, before decoding.
+    Bytes Pillow cannot open are left for the decoder to report."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception:  # the decoder reports what is wrong with these bytes
+        return
+    if width * height > max_pixels:
+        raise DataError(
+            f"{name}: image of {width}x{height} pixels; at most {max_pixels // 1_000_000} "
+            "megapixels are accepted"
+        )
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """uint8 ``[C, H, W]`` (1 or 3 channels) encoded as PNG."""
+    array = image.permute(1, 2, 0).numpy()
+    if array.shape[2] == 1:
+        array = array[:, :, 0]
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def finite(value: float | None) -> float | None:
+    """`value` as a float, or None when it is missing or not finite (JSON has no infinity)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -1,0 +1,161 @@
+"""The web page in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``),
+driven with Selenium: compare two uploaded images, draw on the pad, take a screenshot.
+
+Outside CI a missing browser skips these tests; with ``CI`` set it fails them.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from service_process import Service, ShapeFiles
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SCREENSHOT_COPY = Path("/tmp/siamnet_page.png")
+TIMEOUT = 20
+
+pytestmark = pytest.mark.slow
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_browser() -> None:
+    """Skip (fail under CI) when Chromium, its driver or Selenium is missing."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package")
+    if not missing:
+        return
+    message = (
+        f"the page test needs {', '.join(missing)}: apt-get install chromium chromium-driver; "
+        "pip install selenium"
+    )
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=DriverService(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(TIMEOUT)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver: Any, condition: Any, message: str) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, TIMEOUT).until(condition, message)
+
+
+def text_of(driver: Any, element_id: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, element_id).text
+
+
+def api_compare(service: Service, a: Path, b: Path) -> dict[str, Any]:
+    files = {"a": (a.name, a.read_bytes()), "b": (b.name, b.read_bytes())}
+    return httpx.post(service.url + "compare", files=files, timeout=30).json()
+
+
+def test_page_compares_two_uploaded_images(
+    browser: Any, service: Service, shape_files: ShapeFiles, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    q = shape_files.queries
+    browser.get(service.url)
+    wait_for(browser, lambda d: "support: 4 classes" in text_of(d, "model-summary"), "no /info")
+
+    browser.find_element(By.ID, "file-a").send_keys(str(q["bar0"]))
+    browser.find_element(By.ID, "file-b").send_keys(str(q["bar1"]))
+    wait_for(browser, lambda d: text_of(d, "compare-verdict") in ("same", "different"), "no score")
+    expected = api_compare(service, q["bar0"], q["bar1"])
+    assert text_of(browser, "compare-verdict") == "same" and expected["same"] is True
+    assert float(text_of(browser, "compare-score")) == pytest.approx(expected["score"], abs=1e-4)
+
+    browser.find_element(By.ID, "file-b").send_keys(str(q["ring0"]))
+    wait_for(browser, lambda d: text_of(d, "compare-verdict") == "different", "no new verdict")
+    expected = api_compare(service, q["bar0"], q["ring0"])
+    assert float(text_of(browser, "compare-score")) == pytest.approx(expected["score"], abs=1e-4)
+    assert text_of(browser, "compare-error") == ""
+
+    draw_a_ring(browser)
+    shot = tmp_path / "page.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    shutil.copyfile(shot, SCREENSHOT_COPY)
+
+    browser.find_element(By.ID, "clear").click()
+    assert browser.find_elements(By.CSS_SELECTOR, "#ranking li") == []
+
+
+def draw_a_ring(browser: Any) -> None:
+    """Draw on the pad; the page's ranking must be the service's ranking of the same drawing,
+    with every class's support image shown."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    pad = browser.find_element(By.ID, "pad")
+    chain = ActionChains(browser).move_to_element_with_offset(pad, 0, -70).click_and_hold()
+    for dx, dy in [(50, 20), (20, 50), (-20, 50), (-50, 20), (-50, -20), (-20, -50), (20, -50)]:
+        chain.move_by_offset(dx, dy)
+    chain.move_by_offset(50, -20).release().perform()
+    wait_for(
+        browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#ranking li")) == 4, "no list"
+    )
+
+    shown = [
+        li.get_attribute("data-class")
+        for li in browser.find_elements(By.CSS_SELECTOR, "#ranking li")
+    ]
+    data_url = browser.execute_script(
+        "return document.getElementById('pad').toDataURL('image/png')"
+    )
+    drawing = base64.b64decode(data_url.split(",", 1)[1])
+    service_url = browser.current_url
+    answer = httpx.post(
+        service_url + "classify", files={"image": ("drawing.png", drawing)}, timeout=30
+    ).json()
+    assert shown == [row["name"] for row in answer["ranking"]]
+    top = "unknown" if answer["unknown"] else answer["label"]
+    assert text_of(browser, "classify-answer").startswith(top)
+    loaded = browser.execute_script(
+        "return [...document.querySelectorAll('#ranking img')]"
+        ".map(img => img.complete && img.naturalWidth === 28)"
+    )
+    assert loaded == [True] * 4

@@ -1,0 +1,140 @@
+"""Export to TorchScript and ONNX: the files, the parity check, and refusals."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from shapes_model import SHAPES, draw_shapes, write_checkpoint
+
+from siamnet.checkpoint import load_checkpoint
+from siamnet.errors import ArgumentError
+from siamnet.export import export_model, export_paths
+from siamnet.infer import compare
+
+try:
+    import onnxruntime
+
+    HAVE_ONNX = True
+except ImportError:
+    HAVE_ONNX = False
+needs_onnx = pytest.mark.skipif(
+    not HAVE_ONNX, reason="onnx/onnxscript/onnxruntime not installed (onnx extra)"
+)
+
+
+@pytest.fixture(scope="session", params=["contrastive", "bce"])
+def ckpt(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp(f"export-{request.param}") / "shapes.pt"
+    return load_checkpoint(write_checkpoint(path, request.param))
+
+
+def images(n: int, seed: int) -> torch.Tensor:
+    return draw_shapes(torch.arange(n) % len(SHAPES), seed=seed).float()
+
+
+def within_tolerance(result, ckpt) -> bool:
+    """The export's own rule: ``|exported - pytorch| <= 1e-5 + 1e-5·|pytorch|``."""
+    with torch.no_grad():
+        scale = float(ckpt.model.embed(images(4, seed=0)).abs().max())
+    return (
+        result.tolerance == 1e-5
+        and result.embedding_max_abs_diff <= 1e-5 * (1 + scale)
+        and result.score_max_abs_diff <= 2e-5
+    )
+
+
+def load_torchscript(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated upstream
+        return torch.jit.load(str(path))
+
+
+def check_outputs(ckpt, run_embed, run_head):
+    """Exported embeddings and scores of real images match PyTorch's and `compare`."""
+    for n in (1, 7):  # the batch axis is free
+        x = images(n, seed=n)
+        with torch.no_grad():
+            want = ckpt.model.embed(x)
+        torch.testing.assert_close(run_embed(x), want, rtol=1e-5, atol=1e-5)
+    a, b = images(2, seed=3)
+    embeddings = run_embed(torch.stack([a, b]))
+    score = float(run_head(embeddings[:1], embeddings[1:])[0])
+    assert score == pytest.approx(
+        compare(ckpt, a.to(torch.uint8), b.to(torch.uint8)).score, abs=1e-5
+    )
+
+
+def test_torchscript_export(ckpt, tmp_path):
+    result = export_model(ckpt, "torchscript", tmp_path / "model.pt")
+    assert result.embedding_file == str(tmp_path / "model.pt")
+    assert result.head_file == str(tmp_path / "model.head.pt")
+    assert within_tolerance(result, ckpt)
+    embed = load_torchscript(result.embedding_file)
+    head = load_torchscript(result.head_file)
+    with torch.no_grad():
+        check_outputs(ckpt, embed, head)
+    info = json.loads((tmp_path / "model.json").read_text())
+    assert info["head"] == ckpt.spec.head and info["threshold"] == ckpt.threshold
+    assert info["classes"] == list(SHAPES) and info["embedding_dim"] == 84
+    assert info["input"]["shape"] == ["batch", 1, 28, 28]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.head.pt", "model.json", "model.pt"]
+
+
+@needs_onnx
+@pytest.mark.slow
+def test_onnx_export(ckpt, tmp_path):
+    result = export_model(ckpt, "onnx", tmp_path / "model.onnx")
+    assert within_tolerance(result, ckpt)
+    embed = onnxruntime.InferenceSession(result.embedding_file, providers=["CPUExecutionProvider"])
+    head = onnxruntime.InferenceSession(result.head_file, providers=["CPUExecutionProvider"])
+    assert [i.name for i in embed.get_inputs()] == ["images"]
+    assert [i.name for i in head.get_inputs()] == ["a", "b"]
+
+    def run_embed(x):
+        return torch.from_numpy(embed.run(None, {"images": x.numpy()})[0])
+
+    def run_head(a, b):
+        return torch.from_numpy(head.run(None, {"a": a.numpy(), "b": b.numpy()})[0])
+
+    check_outputs(ckpt, run_embed, run_head)
+
+
+def test_existing_files_are_kept_without_overwrite(ckpt, tmp_path):
+    target = tmp_path / "model.pt"
+    target.write_text("precious")
+    with pytest.raises(ArgumentError, match="already exists"):
+        export_model(ckpt, "torchscript", target)
+    assert target.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+    export_model(ckpt, "torchscript", target, overwrite=True)
+    assert load_torchscript(target) is not None
+
+
+def test_unknown_format_is_refused(ckpt, tmp_path):
+    with pytest.raises(ArgumentError, match="--format 'tflite'"):
+        export_model(ckpt, "tflite", tmp_path / "m")
+
+
+def test_missing_onnx_runtime_is_a_clear_error(ckpt, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now fails
+    with pytest.raises(ArgumentError, match=r"onnxruntime.*pip install 'siamnet\[onnx\]'"):
+        export_model(ckpt, "onnx", tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_paths():
+    assert export_paths("out/m.onnx", "onnx") == (
+        Path("out/m.onnx"),
+        Path("out/m.head.onnx"),
+        Path("out/m.json"),
+    )
+    assert export_paths("out/m", "torchscript") == (
+        Path("out/m.pt"),
+        Path("out/m.head.pt"),
+        Path("out/m.json"),
+    )
