@@ -21,6 +21,13 @@ from siamnet.progress import set_quiet
 VERB_MODULES = [
     "siamnet.cli.data_cmd",
     "siamnet.cli.train_cmd",
+    "siamnet.cli.evaluate_cmd",
+    "siamnet.cli.plot_cmd",
+    "siamnet.cli.compare_cmd",
+    "siamnet.cli.classify_cmd",
+    "siamnet.cli.index_cmd",
+    "siamnet.cli.export_cmd",
+    "siamnet.cli.serve_cmd",
 ]
 
 

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from siamnet.errors import DataError  # noqa: E402
 from siamnet.fileio import atomic_path  # noqa: E402
@@ -27,7 +28,9 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, list[float]]:
         raise DataError(f"{p}: no epochs recorded yet")
     columns: dict[str, list[float]] = {}
     for key in rows[0]:
-        columns[key] = [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
+        columns[key] = [
+            float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows
+        ]
     return columns
 
 
@@ -50,6 +53,11 @@ def plot_training_curves(metrics_csv: str | os.PathLike[str], out: str | os.Path
         axes[2].axhline(1.0 / ways, color="grey", linestyle=":", label="chance")
         axes[2].legend(loc="lower right")
     for ax in axes:
+        if len(epochs) <= 12:  # a tick per epoch; no fractional epochs for short runs
+            ax.set_xticks(epochs)
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     for ax in axes[1:]:
