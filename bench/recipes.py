@@ -29,11 +29,13 @@ os.environ.setdefault("SIAMNET_NO_TENSORBOARD", "1")
 
 RECIPES: dict[str, dict] = {
     "post (seed-cnn, bce, SGD, raw pixels)": {"preset": "seed", "log_every": 0},
-    "conv4 + bce, Adam": {"model": "conv4", "loss": "bce", "optimizer": "adam", "lr": 1e-3,
-                          "normalize": "standard", "schedule": "cosine"},
-    "conv4 + contrastive, Adam": {"model": "conv4", "loss": "contrastive"},
-    "conv4 + triplet (semi-hard), Adam": {"model": "conv4", "loss": "triplet"},
-    "conv4 + proto, Adam": {"model": "conv4", "loss": "proto", "batch_size": 1},
+    "conv4 + bce, Adam": {"model": "conv4", "loss": "bce", "rotate_classes": False},
+    "conv4 + contrastive, Adam": {"model": "conv4", "loss": "contrastive",
+                                  "rotate_classes": False},
+    "conv4 + triplet (semi-hard), Adam": {"model": "conv4", "loss": "triplet",
+                                          "rotate_classes": False},
+    "conv4 + proto, Adam": {"model": "conv4", "loss": "proto", "rotate_classes": False},
+    "siamnet default: conv4 + proto, rotated classes": {},
 }
 
 

@@ -155,7 +155,7 @@ def test_two_process_data_parallel_training(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
-    assert summary["pairs_seen"] == 2 * 10 * 64
+    assert summary["images_seen"] == 2 * 10 * 64
     ckpt = load_checkpoint(out)
     assert ckpt.metadata["training_args"]["loss"] == "bce"
 

@@ -14,9 +14,10 @@ from siamnet.errors import ArgumentError
 #: held-out classes; see bench/RESULTS.md).
 DEFAULT: dict[str, Any] = {
     "model": "conv4",
-    "loss": "contrastive",
-    "epochs": 6,
-    "steps_per_epoch": 100,
+    "loss": "proto",
+    "rotate_classes": True,
+    "epochs": 5,
+    "steps_per_epoch": 50,
     "batch_size": 128,
     "optimizer": "adam",
     "lr": 1e-3,
@@ -24,7 +25,6 @@ DEFAULT: dict[str, Any] = {
     "schedule": "cosine",
     "augment": "none",
     "normalize": "standard",
-    "margin": 1.0,
 }
 
 #: The blog post, exactly: seed-cnn, BCE, SGD lr 0.001 momentum 0.1, 5 × 1000 × 100, raw pixels.

@@ -425,7 +425,7 @@ class RunState:
     best_score: float = -1.0
     best_epoch: int = -1
     epochs_without_improvement: int = 0
-    pairs_seen: int = 0
+    images_seen: int = 0
     seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -557,7 +557,7 @@ def _classes_with(labels: torch.Tensor, min_count: int) -> int:
 
 METRIC_COLUMNS = [
     "epoch", "train_loss", "train_acc", "val_pair_acc", "val_auc", "val_oneshot_acc",
-    "val_oneshot_ways", "test_pair_acc", "lr", "pairs_seen", "seconds",
+    "val_oneshot_ways", "test_pair_acc", "lr", "images_seen", "seconds",
 ]
 
 
@@ -701,7 +701,7 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
         loss = mean_over_ranks(loss, info, device)
         acc = mean_over_ranks(acc, info, device)
         state.seconds += time.perf_counter() - start
-        state.pairs_seen += seen * info.world_size
+        state.images_seen += seen * info.world_size
         state.epoch += 1
         if info.is_main:
             val = validate(cfg, model, data.val, device)
@@ -709,7 +709,7 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
                 val["test_pair_acc"] = test_pair_accuracy(cfg, model, data.test, device,
                                                           val["threshold"])
             row = {"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "lr": lr,
-                   "pairs_seen": state.pairs_seen, "seconds": round(state.seconds, 2), **val}
+                   "images_seen": state.images_seen, "seconds": round(state.seconds, 2), **val}
             state.history.append(row)
             improved = val["val_oneshot_acc"] > state.best_score
             if improved:
@@ -781,7 +781,7 @@ def finish(
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
         "train_seconds": round(state.seconds, 2),
-        "pairs_seen": state.pairs_seen,
+        "images_seen": state.images_seen,
         "threshold": ckpt.threshold,
         "val_protocol": data.val_protocol,
     }

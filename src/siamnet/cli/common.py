@@ -11,7 +11,12 @@ from siamnet.errors import ArgumentError
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the example in a verb's description as written and shows defaults."""
+    """Keeps the example in a verb's description as written and shows defaults that exist."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_verb(subparsers: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:

@@ -40,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--ways", type=int, default=20, help="classes per training episode (proto)")
     m.add_argument("--shots", type=int, default=1, help="support images per class (proto)")
     m.add_argument("--queries", type=int, default=5, help="query images per class (proto)")
+    m.add_argument("--rotate-classes", action=argparse.BooleanOptionalAction,
+                   help="add each training class rotated by 90, 180 and 270 degrees as three new "
+                   "classes (the Omniglot practice; on in the default recipe)")
+    m.add_argument("--temperature", choices=["learned", "fixed"], default="learned",
+                   help="proto: a learned or a fixed (1) softmax temperature")
     m.add_argument("--normalize", choices=["raw", "unit", "standard"],
                    help="input scaling: raw 0..255, unit 0..1, standard per-channel mean/std")
     o = p.add_argument_group("optimisation")
@@ -90,9 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
 def format_summary(s: dict) -> str:
     lines = [f"run: {s['run']} (best epoch {s['best_epoch']} of {s['epochs_run']}, "
-             f"{s['train_seconds']:.0f}s training, {s['pairs_seen']} images seen)"]
+             f"{s['train_seconds']:.0f}s training, {s['images_seen']} images seen)"]
     if "test_pair_acc" in s:
-        lines.append(f"test pair accuracy ({s['test_classes']} classes): {s['test_pair_acc']:.4f}"
+        lines.append(f"test pair accuracy (test split, classes {s['test_classes']}): "
+                     f"{s['test_pair_acc']:.4f}"
                      f"  ROC AUC {s['test_auc']:.4f}")
     if "oneshot" in s:
         o = s["oneshot"]

@@ -106,8 +106,16 @@ class LabeledImages:
         )
 
     def class_ids(self, names: Sequence[str]) -> list[int]:
-        """Indices of class `names`; a clear error names any that are missing."""
+        """Indices of class `names`; a clear error names any that are missing.
+
+        When no class is named by a number (Fashion-MNIST's "Shirt", "Bag"), a number ``i`` in
+        ``0..K-1`` stands for the ``i``-th class, so ``6,7,8,9`` works for any 10-class set.
+        """
         lookup = {name: i for i, name in enumerate(self.classes)}
+        if not any(c.strip().isdigit() for c in self.classes):
+            for n in names:
+                if n.strip().isdigit() and int(n) < self.num_classes:
+                    lookup.setdefault(n, int(n))
         missing = [n for n in names if n not in lookup]
         if missing:
             shown = ", ".join(self.classes[:12]) + (" ..." if self.num_classes > 12 else "")

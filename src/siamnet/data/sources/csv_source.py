@@ -10,9 +10,13 @@ integer-valued floats (``"3.0"``) or to find the first bad cell and name its lin
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import math
 import os
-from itertools import repeat
+import zlib
+from collections.abc import Iterator
+from itertools import islice, repeat
 from operator import itemgetter
 from pathlib import Path
 
@@ -22,7 +26,6 @@ import torch
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.sources import (
     classes_from_values,
-    read_bytes,
     require_two_classes,
     resize_labeled,
 )
@@ -30,6 +33,8 @@ from siamnet.errors import DataError
 
 #: Rows parsed at once by the checking pass (bounds its float64 temporaries).
 _BLOCK_ROWS = 2048
+#: Lines read and parsed at once.
+_CHUNK_LINES = 8192
 
 
 def load_csv(
@@ -42,46 +47,94 @@ def load_csv(
     `image_size` resizes every image.
     """
     path = Path(path)
-    rows, line_numbers, header = _data_rows(path)
+    chunks = _line_chunks(path)
+    rows, line_numbers = next(chunks, ([], np.empty(0, np.int64)))
+    if not rows:
+        raise DataError(f"{path}: empty file; expected rows of a label then pixel values")
+    header = rows[0] if _is_header(rows) else None
+    if header is not None:
+        rows, line_numbers = rows[1:], line_numbers[1:]
+        if not rows:
+            rows, line_numbers = next(chunks, ([], line_numbers))
+        if not rows:
+            raise DataError(f"{path}: only a header row, no data rows")
     ncols = rows[0].count(",") + 1
-    _check_columns(path, rows, line_numbers, header, ncols)
     if ncols < 2:
         raise DataError(
             f"{path}: line {line_numbers[0]} has 1 column; expected a label then pixel values"
         )
     shape, resize_to = _image_shape(path, ncols - 1, image_size)
-    pixels = _parse_pixels(path, rows, line_numbers, ncols)
-    labels, classes = classes_from_values(_parse_labels(path, rows, line_numbers))
-    images = torch.from_numpy(pixels).reshape(len(rows), 1, *shape)
+    first_line = int(line_numbers[0])
+    pixel_parts, label_parts = [], []
+    while rows:
+        _check_columns(path, rows, line_numbers, header, ncols, first_line)
+        pixel_parts.append(_parse_pixels(path, rows, line_numbers, ncols))
+        label_parts.append(_parse_labels(path, rows, line_numbers))
+        rows, line_numbers = next(chunks, ([], line_numbers))
+    pixels = np.concatenate(pixel_parts) if len(pixel_parts) > 1 else pixel_parts[0]
+    del pixel_parts
+    labels, classes = classes_from_values(_join_labels(label_parts))
+    images = torch.from_numpy(pixels).reshape(len(pixels), 1, *shape)
     data = LabeledImages(images, labels, classes, source=str(path))
     return resize_labeled(require_two_classes(data), resize_to)
 
 
 # --- lines and header ------------------------------------------------------------------------
-def _data_rows(path: Path) -> tuple[list[str], np.ndarray, str | None]:
-    """The non-blank data lines, their 1-based line numbers ``[R]`` and the header, if any."""
-    raw = read_bytes(path)
+def _line_chunks(path: Path) -> Iterator[tuple[list[str], np.ndarray]]:
+    """The non-blank lines, ``_CHUNK_LINES`` at a time, with their 1-based line numbers.
+
+    Reading in chunks keeps memory to the parsed uint8 pixels plus one chunk of text, instead
+    of the whole file's bytes, its decoded text and a list of every line at once.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    done = 0
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line} is not UTF-8 text; expected a CSV file") from exc
-    del raw
-    if not text or text.isspace():
-        raise DataError(f"{path}: empty file; expected rows of a label then pixel values")
-    lines = text.splitlines()
-    del text
-    lengths = np.fromiter(map(len, lines), np.int64, len(lines))
-    keep = np.flatnonzero(lengths > 0)
-    if keep.size != len(lines):
-        lines = [lines[i] for i in keep.tolist()]
-    numbers = keep + 1
-    header = lines[0] if _is_header(lines) else None
-    if header is not None:
-        lines, numbers = lines[1:], numbers[1:]
-        if not lines:
-            raise DataError(f"{path}: only a header row, no data rows")
-    return lines, numbers, header
+        with opener(path, "rb") as fh:
+            while True:
+                block = list(islice(fh, _CHUNK_LINES))
+                if not block:
+                    return
+                if done == 0 and block[0].startswith(codecs.BOM_UTF8):
+                    block[0] = block[0][len(codecs.BOM_UTF8) :]
+                lines = _decode_lines(path, block, done)
+                keep = [i for i, line in enumerate(lines) if line.strip()]
+                numbers = np.asarray(keep, dtype=np.int64) + done + 1
+                done += len(block)
+                if keep:
+                    yield [lines[i] for i in keep] if len(keep) != len(lines) else lines, numbers
+    except EOFError as exc:
+        raise DataError(
+            f"{path}: truncated gzip file (it ends before the end of the compressed data); "
+            "download or copy it again"
+        ) from exc
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{path}: not a valid gzip file ({exc})") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _decode_lines(path: Path, block: list[bytes], done: int) -> list[str]:
+    """UTF-8 text of each line, without its line ending; an error names a line that is not."""
+    try:
+        return b"".join(block).decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        for i, line in enumerate(block):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}: line {done + i + 1} is not UTF-8 text; expected a CSV file"
+                ) from exc
+        raise
+
+
+def _join_labels(parts: list[np.ndarray]) -> np.ndarray:
+    """One label array from per-chunk arrays: int64 when every chunk's labels are, else text."""
+    if len(parts) == 1:
+        return parts[0]
+    if all(p.dtype == np.int64 for p in parts):
+        return np.concatenate(parts)
+    return np.concatenate([p.astype(str) for p in parts])
 
 
 def _is_header(lines: list[str]) -> bool:
@@ -109,7 +162,12 @@ def _is_number(text: str) -> bool:
 
 
 def _check_columns(
-    path: Path, rows: list[str], line_numbers: np.ndarray, header: str | None, ncols: int
+    path: Path,
+    rows: list[str],
+    line_numbers: np.ndarray,
+    header: str | None,
+    ncols: int,
+    first_line: int,
 ) -> None:
     """Every row (and the header) has `ncols` cells."""
     commas = np.fromiter(map(str.count, rows, repeat(",")), np.int64, len(rows))
@@ -118,7 +176,7 @@ def _check_columns(
         i = int(bad[0])
         raise DataError(
             f"{path}: line {int(line_numbers[i])} has {int(commas[i]) + 1} columns; expected "
-            f"{ncols} like line {int(line_numbers[0])} (a label then {ncols - 1} pixel values)"
+            f"{ncols} like line {first_line} (a label then {ncols - 1} pixel values)"
         )
     if header is not None and header.count(",") != ncols - 1:
         raise DataError(
