@@ -222,8 +222,12 @@ def test_default_thresholds_per_head():
     assert default_threshold({"model_spec": {"head": "l1"}})[0] == 0.5
     assert default_threshold({"model_spec": {"head": "cosine"}})[0] == 0.0
     value, words = default_threshold(
-        {"model_spec": {"head": "euclidean"}, "training_args": {"margin": 2.0}})
+        {"model_spec": {"head": "euclidean", "loss": "contrastive"},
+         "training_args": {"margin": 2.0}})
     assert value == -1.0 and "distance 1" in words
+    # triplet and proto set no scale for the distance: no default, only a calibrated threshold
+    for loss in ("triplet", "proto"):
+        assert default_threshold({"model_spec": {"head": "euclidean", "loss": loss}}) is None
 
 
 @pytest.fixture(scope="module")

@@ -431,15 +431,22 @@ def calibration_data(dataset: Dataset, metadata: dict[str, Any]) -> EvaluationDa
     )
 
 
-def default_threshold(metadata: dict[str, Any]) -> tuple[float, str]:
+def default_threshold(metadata: dict[str, Any]) -> tuple[float, str] | None:
     """The fixed threshold a head has before calibration, and what it means in words:
-    probability 0.5 (``l1``), distance half the margin (``euclidean``), cosine 0."""
+    probability 0.5 (``l1``), cosine 0, half the margin for a contrastive-trained distance.
+
+    None where the objective sets no scale for the distance (triplet, proto): only a calibrated
+    threshold means anything there.
+    """
     head = metadata["model_spec"].get("head") or ""
     if head == "l1":
         return 0.5, "probability 0.5, the fixed default of the l1 head"
     if head == "cosine":
         return 0.0, "cosine 0, the fixed default of the cosine head"
-    margin = float((metadata.get("training_args") or {}).get("margin") or 1.0)
+    args = metadata.get("training_args") or {}
+    if (metadata["model_spec"].get("loss") or args.get("loss")) != "contrastive":
+        return None
+    margin = float(args.get("margin") or 1.0)
     return -margin / 2, f"distance {margin / 2:g} (half the margin {margin:g}), the fixed default"
 
 
@@ -594,8 +601,9 @@ def evaluate_checkpoint(
     emb = embed_images(model, chosen.data.images, device=device)
     left, right, target, scores = verification_pairs(model, emb, chosen.data.labels, pairs, seed)
     calibrated = (ckpt.threshold, str(ckpt.metadata.get("threshold_source") or "checkpoint"))
+    thresholds = {"default": default_threshold(ckpt.metadata), "calibrated": calibrated}
     verification = verification_report(
-        scores, target, {"default": default_threshold(ckpt.metadata), "calibrated": calibrated}
+        scores, target, {name: t for name, t in thresholds.items() if t is not None}
     )
     rows, notes = few_shot_table(
         model, emb, chosen.data, ways=ways, shots=shots, queries=queries,

@@ -50,6 +50,8 @@ def triplet_loss(
         d_ap = d.masked_fill(~positive, float("-inf")).amax(1)
         d_an = d.masked_fill(~negative, float("inf")).amin(1)
         valid = positive.any(1) & negative.any(1)
+        if not valid.any():  # no anchor has both a positive and a negative
+            return embeddings.sum() * 0.0
         return F.relu(d_ap - d_an + margin)[valid].mean()
     if mining != "semihard":
         raise ValueError(f"mining must be 'hard' or 'semihard', got {mining!r}")

@@ -1,0 +1,284 @@
+"""Backbones layer by layer (seed-cnn, koch, conv4, resnet18), the heads, and a user's own
+backbone trained through `SiameseNet`."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from torch import nn
+
+from siamnet.errors import ArgumentError
+from siamnet.models import (
+    CosineHead,
+    DistanceHead,
+    L1Head,
+    ModelSpec,
+    SiameseNet,
+    build_backbone,
+    build_head,
+    build_model,
+)
+from siamnet.models.backbones import Conv4, KochNet, SeedCNN, resnet18
+from siamnet.models.losses import bce_loss, contrastive_loss
+
+HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
+
+
+def layers(module: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, kind)]
+
+
+def convs(module: nn.Module) -> list[tuple[int, int, tuple[int, int]]]:
+    """``(in, out, kernel)`` of every convolution, in order."""
+    found = layers(module, nn.Conv2d)
+    return [(c.in_channels, c.out_channels, tuple(c.kernel_size)) for c in found]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# --- seed-cnn ----------------------------------------------------------------------------------
+
+
+def test_seed_cnn_has_the_blog_posts_layers_on_28x28():
+    net = SeedCNN()
+    assert convs(net) == [(1, 32, (3, 3)), (32, 64, (3, 3))]
+    pools = layers(net, nn.MaxPool2d)
+    assert [p.kernel_size for p in pools] == [2, 2]
+    # conv, relu, pool, conv, relu, pool
+    assert [type(m) for m in net.features] == [
+        nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Conv2d, nn.ReLU, nn.MaxPool2d,
+    ]  # fmt: skip
+    fcs = [(fc.in_features, fc.out_features) for fc in layers(net, nn.Linear)]
+    assert fcs == [(64 * 5 * 5, 120), (120, 84)]  # 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5
+    assert net.out_dim == 84
+    out = net(torch.rand(3, 1, 28, 28) * 255)
+    assert out.shape == (3, 84) and torch.isfinite(out).all()
+
+
+def test_seed_cnn_computes_its_flatten_size_for_other_inputs_and_channels():
+    # 40 -> 38 -> 19 -> 17 -> 8 rows, 32 -> 30 -> 15 -> 13 -> 6 columns
+    net = SeedCNN(in_channels=3, image_size=(40, 32))
+    assert convs(net)[0] == (3, 32, (3, 3))
+    assert net.fc1.in_features == 64 * 8 * 6
+    assert net(torch.rand(2, 3, 40, 32)).shape == (2, 84)
+    assert build_backbone("seed-cnn", 3, (28, 28))(torch.rand(2, 3, 28, 28)).shape == (2, 84)
+    with pytest.raises(RuntimeError):  # built for 3 channels: one channel does not fit
+        net(torch.rand(2, 1, 40, 32))
+
+
+def test_seed_cnn_refuses_inputs_smaller_than_10():
+    assert SeedCNN(image_size=(10, 10))(torch.rand(1, 1, 10, 10)).shape == (1, 84)
+    with pytest.raises(ArgumentError, match="seed-cnn.*10×10"):
+        SeedCNN(image_size=(9, 28))
+
+
+# --- koch ----------------------------------------------------------------------------------------
+
+
+def test_koch_on_105x105_is_the_papers_network():
+    net = KochNet(1, (105, 105))
+    assert convs(net) == [
+        (1, 64, (10, 10)), (64, 128, (7, 7)), (128, 128, (4, 4)), (128, 256, (4, 4)),
+    ]  # fmt: skip
+    assert len(layers(net, nn.MaxPool2d)) == 3  # after each of the first three convolutions
+    assert len(layers(net, nn.ReLU)) == 4
+    # 105 -> 96 -> 48 -> 42 -> 21 -> 18 -> 9 -> 6: 256·6·6 = 9216 features
+    assert (net.fc.in_features, net.fc.out_features) == (9216, 4096)
+    assert net.out_dim == 4096
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, 105, 105))
+    assert out.shape == (2, 4096)
+    assert ((out > 0) & (out < 1)).all()  # the sigmoid of the paper's last layer
+
+
+def test_koch_paper_initialisation():
+    net = KochNet(1, (28, 28))
+    net.reset_parameters_as_paper(torch.Generator().manual_seed(0))
+    conv = layers(net, nn.Conv2d)[1]
+    assert conv.weight.mean().item() == pytest.approx(0.0, abs=1e-3)
+    assert conv.weight.std().item() == pytest.approx(1e-2, rel=0.05)
+    assert conv.bias.mean().item() == pytest.approx(0.5, abs=5e-3)
+    assert net.fc.weight.std().item() == pytest.approx(0.2, rel=0.05)
+
+
+def test_koch_runs_on_28x28_by_clipping_kernels_and_skipping_pools():
+    net = KochNet(1, (28, 28))
+    # 28 -conv10-> 19 -pool-> 9 -conv7-> 3 -pool-> 1; the 4×4 kernels are clipped to the 1×1 map
+    assert convs(net) == [
+        (1, 64, (10, 10)), (64, 128, (7, 7)), (128, 128, (1, 1)), (128, 256, (1, 1)),
+    ]  # fmt: skip
+    assert len(layers(net, nn.MaxPool2d)) == 2  # the third pool, of a 1×1 map, is skipped
+    assert net.fc.in_features == 256
+    out = net(torch.rand(2, 1, 28, 28) * 255)
+    assert out.shape == (2, 4096) and ((out >= 0) & (out <= 1)).all()
+    assert build_backbone("koch", 3, (36, 48))(torch.rand(1, 3, 36, 48)).shape == (1, 4096)
+    with pytest.raises(ArgumentError, match="koch.*10×10"):
+        KochNet(1, (8, 8))
+
+
+# --- conv4 ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size, flat",
+    [((28, 28), 64), ((84, 84), 64 * 5 * 5), ((28, 56), 64 * 1 * 3), ((40, 32), 64 * 2 * 2)],
+)
+def test_conv4_gives_batch_by_dim_embeddings(size, flat):
+    net = Conv4(1, size)
+    assert net.out_dim == flat
+    assert convs(net) == [(1, 64, (3, 3))] + [(64, 64, (3, 3))] * 3
+    assert len(layers(net, nn.BatchNorm2d)) == 4 and len(layers(net, nn.MaxPool2d)) == 4
+    out = net(torch.rand(3, 1, *size))
+    assert out.shape == (3, flat)
+
+
+def test_conv4_with_three_channels_and_its_smallest_input():
+    net = build_backbone("conv4", 3, (28, 28))
+    assert convs(net)[0] == (3, 64, (3, 3))
+    assert net(torch.rand(2, 3, 28, 28)).shape == (2, 64)
+    assert Conv4(1, (16, 16))(torch.rand(2, 1, 16, 16)).shape == (2, 64)  # as documented
+
+
+@pytest.mark.parametrize("size", [(15, 15), (28, 12), (8, 8)])
+def test_conv4_refuses_inputs_below_16_with_a_clear_error(size):
+    with pytest.raises(ArgumentError, match=r"conv4 needs inputs of at least 16×16") as info:
+        build_backbone("conv4", 1, size)
+    assert str(size) in str(info.value)
+
+
+def test_build_backbone_names_the_choices_for_an_unknown_model():
+    with pytest.raises(ArgumentError, match="'vgg'.*seed-cnn, koch, conv4, resnet18"):
+        build_backbone("vgg", 1, (28, 28))
+
+
+# --- resnet18 ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(HAS_TORCHVISION, reason="torchvision is installed")
+def test_resnet18_without_torchvision_names_the_vision_extra():
+    for make in (lambda: resnet18(1, (28, 28)), lambda: build_backbone("resnet18", 1, (28, 28))):
+        with pytest.raises(ArgumentError, match=r"torchvision.*siamnet\[vision\]"):
+            make()
+
+
+@pytest.mark.skipif(not HAS_TORCHVISION, reason="torchvision not installed (vision extra)")
+@pytest.mark.parametrize("channels, size", [(1, (28, 28)), (3, (64, 64))])
+def test_resnet18_gives_512_d_embeddings(channels, size):
+    net = build_backbone("resnet18", channels, size)
+    assert net.out_dim == 512
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.rand(2, channels, *size)).shape == (2, 512)
+
+
+# --- heads ---------------------------------------------------------------------------------------
+
+
+def test_every_head_scores_aligned_pairs_and_agrees_with_its_pairwise_form():
+    a, b = torch.randn(5, 7), torch.randn(5, 7)
+    for kind in ("l1", "euclidean", "cosine"):
+        head = build_head(kind, 7)
+        with torch.no_grad():
+            scores = head(a, b)
+            assert scores.shape == (5,), kind
+            assert torch.allclose(head(b, a), scores), kind  # symmetric
+            table = head.pairwise(a, b)
+        assert table.shape == (5, 5)
+        assert torch.allclose(table.diagonal(), scores, atol=1e-5), kind
+        assert torch.allclose(table[1, 3], head(a[1:2], b[3:4])[0], atol=1e-5), kind
+
+
+def test_l1_head_is_a_linear_layer_on_the_absolute_difference_and_its_score_a_probability():
+    head = L1Head(4)
+    with torch.no_grad():
+        head.fc.weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 0.0]]))
+        head.fc.bias.fill_(-1.0)
+    a = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]])
+    b = torch.tensor([[2.0, 2.5, 1.0, -9.0], [0.0, 0.0, 0.0, 0.0]])
+    # |a − b| = (1, 0.5, 2, 13): 1 − 1 + 1 + 0 − 1 = 0; identical vectors: the bias, −1
+    logits = head(a, b)
+    assert logits.tolist() == pytest.approx([0.0, -1.0])
+    probability = head.to_score(logits)
+    assert probability.tolist() == pytest.approx([0.5, 1 / (1 + 2.718281828459045)])
+    far = head.to_score(head(torch.zeros(3, 4), torch.randn(3, 4) * 100))
+    assert torch.isfinite(far).all() and ((far >= 0) & (far <= 1)).all()
+    assert ((probability > 0) & (probability < 1)).all()
+
+
+def test_distance_and_cosine_heads_score_by_hand():
+    a = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    b = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
+    assert DistanceHead()(a, b).tolist() == pytest.approx([-5.0, -(5.0**0.5)])
+    cos = CosineHead()(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 3.0], [2, 2.0]]))
+    assert cos.tolist() == pytest.approx([0.0, 1.0])
+    with pytest.raises(ArgumentError, match="'dot'"):
+        build_head("dot", 2)
+
+
+@pytest.mark.parametrize(
+    "loss, head",
+    [("bce", "l1"), ("contrastive", "euclidean"), ("triplet", "euclidean"), ("proto", "euclidean")],
+)
+def test_each_loss_builds_its_head_and_pairs_score_per_pair(loss, head):
+    model = build_model(ModelSpec(model="seed-cnn", loss=loss))
+    assert model.head.kind == head
+    a = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    b = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    model.eval()
+    assert model(a).shape == (4, 84)  # embeddings when b is omitted
+    raw = model(a, b)
+    assert raw.shape == (4,)
+    score = model.score(a, b)
+    if head == "l1":
+        assert ((score > 0) & (score < 1)).all()
+        assert torch.allclose(score, torch.sigmoid(raw))
+    else:
+        assert (score <= 0).all() and torch.allclose(score, raw)
+        assert model.score(a, a).abs().max() < 1e-3  # an image is at distance 0 from itself
+
+
+# --- a user's own backbone -----------------------------------------------------------------------
+
+
+class TinyNet(nn.Module):
+    """A backbone the library does not know: flatten and project."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(12 * 12, 8), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@pytest.mark.parametrize("kind", ["l1", "euclidean"])
+def test_a_user_supplied_module_trains_through_siamese_net(kind):
+    model = SiameseNet(TinyNet(), build_head(kind, 8))
+    a = torch.randint(0, 256, (16, 1, 12, 12), dtype=torch.uint8)
+    b = torch.randint(0, 256, (16, 1, 12, 12), dtype=torch.uint8)
+    target = (torch.arange(16) % 2).float()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        if kind == "l1":
+            loss = bce_loss(model(a, b), target)
+        else:
+            e = model.embed(torch.cat([a, b]))
+            loss = contrastive_loss(e[:16], e[16:], target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    after = model.state_dict()
+    assert not torch.equal(before["backbone.net.1.weight"], after["backbone.net.1.weight"])
+    if kind == "l1":
+        assert not torch.equal(before["head.fc.weight"], after["head.fc.weight"])
+    assert losses[-1] < losses[0], losses
+    assert model.embed(a).shape == (16, 8)
+    assert model.score(a, b).shape == (16,)
