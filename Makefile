@@ -17,8 +17,9 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(BIN)/siamnet data info digits
+	$(BIN)/siamnet data show digits --out runs/demo-pairs.png
 	$(BIN)/siamnet train --out runs/demo --overwrite
-	$(BIN)/siamnet evaluate runs/demo --data digits --figures runs/demo/figures
+	$(BIN)/siamnet evaluate runs/demo --figures runs/demo/figures
 
 test: setup
 	$(BIN)/python -m pytest -q

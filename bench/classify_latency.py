@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable
 
 import torch
-from results import machine, table, write_section
 
 from siamnet.infer import build_support, classify
 from siamnet.models.siamese import ModelSpec, build_model
+
+from results import machine, table, write_section
 
 CLASSES = 1000
 LOOP_REPEATS = 3

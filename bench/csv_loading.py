@@ -33,6 +33,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+
 from results import machine, table, write_section
 
 DATA_DIR = Path(__file__).with_name(".data")

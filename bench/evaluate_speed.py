@@ -21,11 +21,12 @@ import os
 import time
 
 import torch
-from results import machine, table, write_section
 
 from siamnet.data.episodes import episodes_for_evaluation
 from siamnet.evaluate import embed_images, episode_predictions, few_shot_accuracy
 from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
+
+from results import machine, table, write_section
 
 CLASSES, PER_CLASS, SIZE = 400, 20, (28, 28)
 MODELS = [("seed-cnn", "bce"), ("seed-cnn", "contrastive")]
@@ -34,24 +35,40 @@ HEADER = ["model / head", "episodes", "method", "episodes/s", "vs naive"]
 
 
 @torch.no_grad()
-def naive_predictions(model: SiameseNet, images: torch.Tensor, support: torch.Tensor,
-                      support_labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+def naive_predictions(
+    model: SiameseNet,
+    images: torch.Tensor,
+    support: torch.Tensor,
+    support_labels: torch.Tensor,
+    query: torch.Tensor,
+    ways: int,
+) -> torch.Tensor:
     """Predicted class ``[E, N·Q]``: every (query, support image) pair through the network,
     one forward pass each; a class's score is the mean over its K support images."""
     out = torch.empty(query.shape, dtype=torch.int64)
     for e in range(query.shape[0]):
         for j, qi in enumerate(query[e].tolist()):
-            scores = torch.stack([
-                model.score(images[qi : qi + 1], images[si : si + 1])[0]
-                for si in support[e].tolist()
-            ])
+            scores = torch.stack(
+                [
+                    model.score(images[qi : qi + 1], images[si : si + 1])[0]
+                    for si in support[e].tolist()
+                ]
+            )
             per_class = torch.zeros(ways).index_add_(0, support_labels[e], scores)
             out[e, j] = int(per_class.argmax())
     return out
 
 
-def bench(name: str, loss: str, ways: int, shots: int, episodes: int, naive_episodes: int,
-          images: torch.Tensor, labels: torch.Tensor) -> list[list[object]]:
+def bench(
+    name: str,
+    loss: str,
+    ways: int,
+    shots: int,
+    episodes: int,
+    naive_episodes: int,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+) -> list[list[object]]:
     torch.manual_seed(0)
     model = build_model(ModelSpec(model=name, loss=loss, image_size=SIZE)).eval()
     start = time.perf_counter()
@@ -63,8 +80,14 @@ def bench(name: str, loss: str, ways: int, shots: int, episodes: int, naive_epis
     ep = episodes_for_evaluation(labels, ways, shots, 1, episodes, seed=1)
     fast = episode_predictions(model, emb, ep, ways)[:naive_episodes]
     start = time.perf_counter()
-    slow = naive_predictions(model, images, ep.support[:naive_episodes],
-                             ep.support_labels[:naive_episodes], ep.query[:naive_episodes], ways)
+    slow = naive_predictions(
+        model,
+        images,
+        ep.support[:naive_episodes],
+        ep.support_labels[:naive_episodes],
+        ep.query[:naive_episodes],
+        ways,
+    )
     naive_s = time.perf_counter() - start
     agree = int((fast == slow).all(dim=1).sum())
     naive_rate = naive_episodes / naive_s
@@ -72,28 +95,45 @@ def bench(name: str, loss: str, ways: int, shots: int, episodes: int, naive_epis
     label = f"{name} / {model.head.kind}"
     setting = f"{episodes:,} × {ways}-way {shots}-shot"
     return [
-        [label, setting, f"siamnet: embed {len(images):,} images once + score in batches",
-         f"{total_rate:,.0f}", f"{total_rate / naive_rate:,.0f}x"],
-        [label, setting, "siamnet: scoring only (embeddings given)",
-         f"{episodes / score_s:,.0f}", f"{episodes / score_s / naive_rate:,.0f}x"],
-        [label, setting, f"naive: a network pass per (query, support) pair (timed on "
-         f"{naive_episodes}, extrapolated; same answers on {agree}/{naive_episodes})",
-         f"{naive_rate:,.1f}", "1x"],
+        [
+            label,
+            setting,
+            f"siamnet: embed {len(images):,} images once + score in batches",
+            f"{total_rate:,.0f}",
+            f"{total_rate / naive_rate:,.0f}x",
+        ],
+        [
+            label,
+            setting,
+            "siamnet: scoring only (embeddings given)",
+            f"{episodes / score_s:,.0f}",
+            f"{episodes / score_s / naive_rate:,.0f}x",
+        ],
+        [
+            label,
+            setting,
+            f"naive: a network pass per (query, support) pair (timed on "
+            f"{naive_episodes}, extrapolated; same answers on {agree}/{naive_episodes})",
+            f"{naive_rate:,.1f}",
+            "1x",
+        ],
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer episodes; no RESULTS.md")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for both sides (default 1: steadier on a shared "
-                        "machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for both sides (default 1: steadier on a shared machine)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     episodes, naive_episodes = (200, 5) if args.quick else (1000, 20)
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (CLASSES * PER_CLASS, 1, *SIZE), dtype=torch.uint8,
-                           generator=g)
+    images = torch.randint(0, 256, (CLASSES * PER_CLASS, 1, *SIZE), dtype=torch.uint8, generator=g)
     labels = torch.arange(CLASSES).repeat_interleave(PER_CLASS)
     load = os.getloadavg()[0]
     rows = []
@@ -104,20 +144,23 @@ def main() -> None:
             rows += new
     if args.quick:
         return
-    body = "\n\n".join([
-        f"N-way K-shot episodes (1 query per class) from {CLASSES} classes × {PER_CLASS} random "
-        f"{SIZE[0]}×{SIZE[1]} images, random weights, CPU ({machine()}; load average "
-        f"{load:.1f} at the start). Episodes per second; \"vs naive\" is the ratio to the naive "
-        "way on the same episodes, measured in the same run.",
-        table(HEADER, rows),
-        "siamnet's evaluator (`few_shot_accuracy`) embeds each image of the evaluation set "
-        "once and scores all episodes from the embeddings with batched head operations; the "
-        "first row counts the embedding time too (it is paid once for any number of "
-        "episodes), the second only the scoring. The naive way scores every (query, support "
-        "image) pair with a forward pass of the pair network on the two images, as the blog "
-        "post's model is used; it gives the same answers.",
-        "Reproduce: `python bench/evaluate_speed.py`",
-    ])
+    body = "\n\n".join(
+        [
+            f"N-way K-shot episodes (1 query per class) from {CLASSES} classes × {PER_CLASS} "
+            f"random "
+            f"{SIZE[0]}×{SIZE[1]} images, random weights, CPU ({machine()}; load average "
+            f'{load:.1f} at the start). Episodes per second; "vs naive" is the ratio to the naive '
+            "way on the same episodes, measured in the same run.",
+            table(HEADER, rows),
+            "siamnet's evaluator (`few_shot_accuracy`) embeds each image of the evaluation set "
+            "once and scores all episodes from the embeddings with batched head operations; the "
+            "first row counts the embedding time too (it is paid once for any number of "
+            "episodes), the second only the scoring. The naive way scores every (query, support "
+            "image) pair with a forward pass of the pair network on the two images, as the blog "
+            "post's model is used; it gives the same answers.",
+            "Reproduce: `python bench/evaluate_speed.py`",
+        ]
+    )
     write_section("One-shot evaluation speed", body)
     print("wrote bench/RESULTS.md")
 

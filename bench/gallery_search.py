@@ -26,10 +26,11 @@ import time
 from collections.abc import Callable
 
 import torch
-from results import machine, table, write_section
 
 from siamnet.gallery import ExactSearch, FaissSearch, RerankSearch
 from siamnet.models.heads import DistanceHead, L1Head, PairHead
+
+from results import machine, table, write_section
 
 TOP_K = 5
 

@@ -18,10 +18,11 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from results import machine, table, write_section
 
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.pairs import PairSampler, sample_pairs
+
+from results import machine, table, write_section
 
 N, CLASSES, SIDE, BATCH = 60000, 10, 28, 100
 

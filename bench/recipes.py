@@ -2,7 +2,7 @@
 wall-clock budget on the training classes; all are scored by 1-shot accuracy (95% CI) on the
 held-out classes, beside pair accuracy. Nearest neighbour on raw pixels is the floor to beat.
 
-    python bench/recipes.py --budget 120                    # digits and (if installed) fashion-mnist
+    python bench/recipes.py --budget 120          # digits and (if installed) fashion-mnist
     python bench/recipes.py --data fashion-mnist --budget 300
 """
 
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from results import machine, table, write_section
 from siamnet.data.registry import load_dataset
 from siamnet.data.splits import split_by_class
 from siamnet.evaluate import few_shot_accuracy
@@ -25,15 +24,19 @@ from siamnet.models.heads import DistanceHead
 from siamnet.models.siamese import SiameseNet
 from siamnet.train import TrainConfig, fit
 
+from results import machine, table, write_section
+
 os.environ.setdefault("SIAMNET_NO_TENSORBOARD", "1")
 
 RECIPES: dict[str, dict] = {
     "post (seed-cnn, bce, SGD, raw pixels)": {"preset": "seed", "log_every": 0},
     "conv4 + bce, Adam": {"model": "conv4", "loss": "bce", "rotate_classes": False},
-    "conv4 + contrastive, Adam": {"model": "conv4", "loss": "contrastive",
-                                  "rotate_classes": False},
-    "conv4 + triplet (semi-hard), Adam": {"model": "conv4", "loss": "triplet",
-                                          "rotate_classes": False},
+    "conv4 + contrastive, Adam": {"model": "conv4", "loss": "contrastive", "rotate_classes": False},
+    "conv4 + triplet (semi-hard), Adam": {
+        "model": "conv4",
+        "loss": "triplet",
+        "rotate_classes": False,
+    },
     "conv4 + proto, Adam": {"model": "conv4", "loss": "proto", "rotate_classes": False},
     "siamnet default: conv4 + proto, rotated classes": {},
 }
@@ -41,8 +44,9 @@ RECIPES: dict[str, dict] = {
 
 def steps_for_budget(base: dict, budget: float, epochs: int, probe_dir: Path) -> int:
     """Steps per epoch that fill `budget` seconds, from a short timed probe run."""
-    probe = TrainConfig(**{**base, "epochs": 1, "steps_per_epoch": 20, "out": str(probe_dir),
-                           "overwrite": True})
+    probe = TrainConfig(
+        **{**base, "epochs": 1, "steps_per_epoch": 20, "out": str(probe_dir), "overwrite": True}
+    )
     start = time.perf_counter()
     summary = fit(probe)
     total = time.perf_counter() - start
@@ -57,29 +61,58 @@ def pixel_nearest_neighbour(data: str, eval_classes: list[str]) -> dict:
     _, unseen = split_by_class(pool, eval_classes=eval_classes)
     flat = unseen.images.flatten(1).float()
     model = SiameseNet(torch.nn.Identity(), DistanceHead())
-    return few_shot_accuracy(model, flat, unseen.labels, ways=len(eval_classes), shots=1,
-                             episodes=1000, seed=4).to_dict()
+    return few_shot_accuracy(
+        model, flat, unseen.labels, ways=len(eval_classes), shots=1, episodes=1000, seed=4
+    ).to_dict()
 
 
 def run(data: str, eval_classes: list[str], budget: float, epochs: int, work: Path) -> list[list]:
     rows = []
     nn = pixel_nearest_neighbour(data, eval_classes)
-    rows.append(["nearest neighbour, raw pixels", "-", "-",
-                 f"{nn['accuracy']:.3f} ± {nn['ci95']:.3f}", "-", "-"])
+    rows.append(
+        [
+            "nearest neighbour, raw pixels",
+            "-",
+            "-",
+            f"{nn['accuracy']:.3f} ± {nn['ci95']:.3f}",
+            "-",
+            "-",
+        ]
+    )
     print(rows[-1], flush=True)
     for name, overrides in RECIPES.items():
-        base = {"data": data, "eval_classes": eval_classes, "quiet": True, "device": "cpu",
-                "seed": 0, **overrides}
+        base = {
+            "data": data,
+            "eval_classes": eval_classes,
+            "quiet": True,
+            "device": "cpu",
+            "seed": 0,
+            **overrides,
+        }
         steps = steps_for_budget(base, budget, epochs, work / "probe")
-        cfg = TrainConfig(**{**base, "epochs": epochs, "steps_per_epoch": steps,
-                             "out": str(work / "run"), "overwrite": True})
+        cfg = TrainConfig(
+            **{
+                **base,
+                "epochs": epochs,
+                "steps_per_epoch": steps,
+                "out": str(work / "run"),
+                "overwrite": True,
+            }
+        )
         start = time.perf_counter()
         s = fit(cfg)
         wall = time.perf_counter() - start
         o = s["oneshot"]
-        rows.append([name, f"{epochs}×{steps}", f"{wall:.0f}",
-                     f"{o['accuracy']:.3f} ± {o['ci95']:.3f}", f"{s.get('test_pair_acc', float('nan')):.3f}",
-                     f"{s['unseen_pair_acc']:.3f}"])
+        rows.append(
+            [
+                name,
+                f"{epochs}×{steps}",
+                f"{wall:.0f}",
+                f"{o['accuracy']:.3f} ± {o['ci95']:.3f}",
+                f"{s.get('test_pair_acc', float('nan')):.3f}",
+                f"{s['unseen_pair_acc']:.3f}",
+            ]
+        )
         print(rows[-1], flush=True)
         (work / f"{data}-{name[:12]}.json").write_text(json.dumps(s))
     return rows
@@ -87,7 +120,9 @@ def run(data: str, eval_classes: list[str], budget: float, epochs: int, work: Pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", help="data sets (default: digits, fashion-mnist)")
+    parser.add_argument(
+        "--data", action="append", help="data sets (default: digits, fashion-mnist)"
+    )
     parser.add_argument("--eval-classes", default="6,7,8,9")
     parser.add_argument("--budget", type=float, default=120.0, help="seconds of training each")
     parser.add_argument("--epochs", type=int, default=5)
@@ -108,9 +143,19 @@ def main() -> None:
                 f"seeded episodes (± 95% CI). Each recipe trains for about {args.budget:.0f} s "
                 f"(steps per epoch set by a timed probe); wall time includes per-epoch "
                 f"validation and the final evaluation. Measured on {machine()}.\n\n"
-                + table(["recipe", "epochs × steps", "wall s", f"{len(eval_classes)}-way 1-shot "
-                         "(unseen)", "test pair acc (seen)", "pair acc (unseen)"], rows)
-                + f"\n\nReproduce: `python bench/recipes.py --data {data} --budget {args.budget:.0f}`"
+                + table(
+                    [
+                        "recipe",
+                        "epochs × steps",
+                        "wall s",
+                        f"{len(eval_classes)}-way 1-shot (unseen)",
+                        "test pair acc (seen)",
+                        "pair acc (unseen)",
+                    ],
+                    rows,
+                )
+                + "\n\nReproduce: "
+                + f"`python bench/recipes.py --data {data} --budget {args.budget:.0f}`"
             )
             write_section(f"Recipes on held-out classes: {data}", body)
 

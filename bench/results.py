@@ -14,7 +14,8 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 def machine() -> str:
     """A one-line description of where the numbers were measured."""
     threads = torch.get_num_threads()
-    return f"{platform.processor() or platform.machine()}, {threads} torch threads, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {threads} torch threads, torch {torch.__version__}"
 
 
 def write_section(title: str, body: str, path: Path = RESULTS) -> None:

@@ -32,12 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from results import machine, table, write_section
 
 from siamnet.checkpoint import load_checkpoint, save_checkpoint
 from siamnet.images import read_image_bytes
 from siamnet.infer import compare
 from siamnet.models.siamese import ModelSpec, build_model
+
+from results import machine, table, write_section
 
 MAX_REQUESTS_PER_CLIENT = 200_000
 REQUEST_TIMEOUT = 10.0

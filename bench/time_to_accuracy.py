@@ -17,8 +17,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from results import machine, table, write_section
 from siamnet.train import TrainConfig, fit
+
+from results import machine, table, write_section
 
 os.environ.setdefault("SIAMNET_NO_TENSORBOARD", "1")
 
@@ -37,15 +38,24 @@ def first_reaching(rows: list[dict[str, float]], target: float) -> dict[str, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="digits")
-    parser.add_argument("--default-epochs", type=int, default=30,
-                        help="epochs of 20 steps for the default recipe")
+    parser.add_argument(
+        "--default-epochs", type=int, default=30, help="epochs of 20 steps for the default recipe"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         # The post: 5 × 1000 batches of 100 pairs at a constant learning rate, cut into 50
         # epochs of 100 batches so that test accuracy is seen along the way.
-        post = TrainConfig(data=args.data, preset="seed", epochs=50, steps_per_epoch=100,
-                           log_every=0, out=str(work / "post"), quiet=True, device="cpu")
+        post = TrainConfig(
+            data=args.data,
+            preset="seed",
+            epochs=50,
+            steps_per_epoch=100,
+            log_every=0,
+            out=str(work / "post"),
+            quiet=True,
+            device="cpu",
+        )
         post_summary = fit(post)
         post_rows = history(work / "post")
         target = post_rows[-1]["test_pair_acc"]
@@ -56,22 +66,32 @@ def main() -> None:
         runs = [("post (`--preset seed`)", post_summary, post_rows)]
         for name, overrides in contenders.items():
             # eval_classes=None and data given: nothing held out, as in the post
-            cfg = TrainConfig(data=args.data, eval_classes=None, epochs=args.default_epochs,
-                              steps_per_epoch=20, out=str(work / "ours"), overwrite=True,
-                              quiet=True, device="cpu", **overrides)
+            cfg = TrainConfig(
+                data=args.data,
+                eval_classes=None,
+                epochs=args.default_epochs,
+                steps_per_epoch=20,
+                out=str(work / "ours"),
+                overwrite=True,
+                quiet=True,
+                device="cpu",
+                **overrides,
+            )
             runs.append((name, fit(cfg), history(work / "ours")))
     rows = []
     for name, summary, hist in runs:
         hit = first_reaching(hist, target)
-        rows.append([
-            name,
-            f"{hit['seconds']:.1f}" if hit else "not reached",
-            f"{int(hit['images_seen']):,}" if hit else "-",
-            f"{hist[-1]['seconds']:.1f}",
-            f"{hist[-1]['test_pair_acc']:.4f}",
-            f"{summary['test_pair_acc']:.4f}",
-            f"{summary['test_oneshot']['accuracy']:.3f} ± {summary['test_oneshot']['ci95']:.3f}",
-        ])
+        rows.append(
+            [
+                name,
+                f"{hit['seconds']:.1f}" if hit else "not reached",
+                f"{int(hit['images_seen']):,}" if hit else "-",
+                f"{hist[-1]['seconds']:.1f}",
+                f"{hist[-1]['test_pair_acc']:.4f}",
+                f"{summary['test_pair_acc']:.4f}",
+                "{accuracy:.3f} ± {ci95:.3f}".format(**summary["test_oneshot"]),
+            ]
+        )
         print(rows[-1], flush=True)
     post_hit = first_reaching(post_rows, target)
     ratios = []
@@ -82,12 +102,22 @@ def main() -> None:
     body = (
         f"Data `{args.data}`, all classes trained, measured on its test split. Target: the post's "
         f"final test pair accuracy, {target:.4f}; in training time, "
-        + "; ".join(ratios) + " (the goal is 10×). Per-epoch test accuracy uses "
+        + "; ".join(ratios)
+        + " (the goal is 10×). Per-epoch test accuracy uses "
         f"the threshold tuned on validation pairs at that epoch; the final columns use the best "
         f"checkpoint. Measured on {machine()}.\n\n"
-        + table(["recipe", "s to post's final acc", "images to it", "total train s",
-                 "last-epoch test pair acc", "best-checkpoint test pair acc",
-                 "10-way 1-shot (test)"], rows)
+        + table(
+            [
+                "recipe",
+                "s to post's final acc",
+                "images to it",
+                "total train s",
+                "last-epoch test pair acc",
+                "best-checkpoint test pair acc",
+                "10-way 1-shot (test)",
+            ],
+            rows,
+        )
         + f"\n\nReproduce: `python bench/time_to_accuracy.py --data {args.data}`"
     )
     write_section(f"Time to accuracy: {args.data}", body)

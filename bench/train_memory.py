@@ -111,8 +111,9 @@ def make_csv() -> tuple[Path, str]:
 
 
 def peak_mb(code: str, csv_path: Path) -> float:
-    done = subprocess.run([sys.executable, "-c", code, str(csv_path)], capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(csv_path)], capture_output=True, text=True, check=True
+    )
     return int(done.stdout.strip().splitlines()[-1]) / 1024
 
 
@@ -126,14 +127,17 @@ def main() -> None:
     except ImportError:
         post = float("nan")
         print("pandas is missing: pip install pandas to measure the post's code")
-    rows = [["siamnet (`--preset seed`, 50 batches)", f"{ours:,.0f}"],
-            ["the post's code (pandas, float64 batches, 50 batches)", f"{post:,.0f}"]]
+    rows = [
+        ["siamnet (`--preset seed`, 50 batches)", f"{ours:,.0f}"],
+        ["the post's code (pandas, float64 batches, 50 batches)", f"{post:,.0f}"],
+    ]
     print(rows)
     body = (
         f"Peak resident memory (MB) of a fresh process that loads a 60,000-row MNIST-format CSV "
         f"({what}) and trains 50 batches of 100 pairs. Target: siamnet under 600 MB. "
         f"Ratio: the post's code takes {post / ours:.1f}× siamnet's peak. Measured on {machine()}."
-        "\n\n" + table(["what", "peak RSS MB"], rows)
+        "\n\n"
+        + table(["what", "peak RSS MB"], rows)
         + "\n\nReproduce: `python bench/train_memory.py`"
     )
     write_section("Training memory", body)

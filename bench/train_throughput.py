@@ -39,14 +39,31 @@ def timed(step, steps: int) -> float:
 
 
 def measure(
-    model_name: str, loss: str, augment: str, batch: int, steps: int, data: LabeledImages,
+    model_name: str,
+    loss: str,
+    augment: str,
+    batch: int,
+    steps: int,
+    data: LabeledImages,
     rounds: int = 5,
 ):
-    cfg = TrainConfig(model=model_name, loss=loss, batch_size=batch, augment=augment,
-                      optimizer="adam", lr=1e-3, weight_decay=0.0, margin=1.0, device="cpu",
-                      ways=20, shots=1, queries=5)
-    spec = ModelSpec(model=model_name, loss=loss, image_size=(28, 28),
-                     embedding_norm=loss == "contrastive")
+    cfg = TrainConfig(
+        model=model_name,
+        loss=loss,
+        batch_size=batch,
+        augment=augment,
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        margin=1.0,
+        device="cpu",
+        ways=20,
+        shots=1,
+        queries=5,
+    )
+    spec = ModelSpec(
+        model=model_name, loss=loss, image_size=(28, 28), embedding_norm=loss == "contrastive"
+    )
     torch.manual_seed(0)
     model = build_model(spec)
     opt = build_optimizer(cfg, model)
@@ -78,8 +95,9 @@ def measure(
         def model_step():
             opt.zero_grad(set_to_none=True)
             e = model(torch.cat([support, query]))
-            out, _ = prototypical_loss(e[:ns], fixed["support_labels"], e[ns:],
-                                       fixed["query_labels"], ways)
+            out, _ = prototypical_loss(
+                e[:ns], fixed["support_labels"], e[ns:], fixed["query_labels"], ways
+            )
             out.backward()
             opt.step()
     else:
@@ -89,8 +107,9 @@ def measure(
         def model_step():
             opt.zero_grad(set_to_none=True)
             if loss == "bce":
-                out = torch.nn.functional.binary_cross_entropy_with_logits(model(left, right),
-                                                                           target)
+                out = torch.nn.functional.binary_cross_entropy_with_logits(
+                    model(left, right), target
+                )
             else:
                 from siamnet.models.losses import contrastive_loss
 
@@ -124,8 +143,15 @@ def main() -> None:
     ]:
         full, only = measure(model_name, loss, augment, batch, args.steps, data, args.rounds)
         overhead = 1 - full / only
-        rows.append([f"{model_name} / {loss} / augment {augment}", batch, f"{full:,.0f}",
-                     f"{only:,.0f}", f"{overhead:.1%}"])
+        rows.append(
+            [
+                f"{model_name} / {loss} / augment {augment}",
+                batch,
+                f"{full:,.0f}",
+                f"{only:,.0f}",
+                f"{overhead:.1%}",
+            ]
+        )
         print(rows[-1], flush=True)
     body = (
         "Images per second (pairs/s × 2 for pair losses; 20-way 1-shot 5-query episodes of 120 "
@@ -133,8 +159,16 @@ def main() -> None:
         "optimizer) against the model-only step on pre-made float tensors, same model and batch, "
         f"60,000 generated 28×28 images. Each side is timed in {args.rounds} alternating rounds "
         f"of {args.steps} steps and the best round kept. Measured on {machine()}.\n\n"
-        + table(["model / loss / augmentation", "batch (pairs; images for proto)", "full step images/s",
-                 "model-only images/s", "data path share"], rows)
+        + table(
+            [
+                "model / loss / augmentation",
+                "batch (pairs; images for proto)",
+                "full step images/s",
+                "model-only images/s",
+                "data path share",
+            ],
+            rows,
+        )
         + "\n\nReproduce: `python bench/train_throughput.py`"
     )
     write_section("Training throughput", body)

@@ -31,10 +31,13 @@ from siamnet.train import TrainConfig, fit
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--csv", help="training CSV (label, then 784 pixels a row); default: the "
-                   "built-in digits")
-    p.add_argument("--test-csv", help="test CSV in the same format (default: the data's test "
-                   "split, if it has one)")
+    p.add_argument(
+        "--csv", help="training CSV (label, then 784 pixels a row); default: the built-in digits"
+    )
+    p.add_argument(
+        "--test-csv",
+        help="test CSV in the same format (default: the data's test split, if it has one)",
+    )
     p.add_argument("--out", default="blog_post", help="folder for the figures and the run")
     p.add_argument("--epochs", type=int, help="epochs (the post: 5)")
     p.add_argument("--steps", type=int, help="batches per epoch (the post: 1000)")
@@ -52,8 +55,10 @@ def load_data(args: argparse.Namespace) -> tuple[LabeledImages, LabeledImages]:
     dataset = load_dataset(args.csv or "digits")
     test = load_dataset(args.test_csv).train if args.test_csv else dataset.test
     train = dataset.train
-    print(f"training: {len(train):,} images of {train.num_classes} classes "
-          f"{list(train.image_size)} from {dataset.name}")
+    print(
+        f"training: {len(train):,} images of {train.num_classes} classes "
+        f"{list(train.image_size)} from {dataset.name}"
+    )
     if test is None:
         print("no test split: the predictions below use training images")
         test = train
@@ -74,13 +79,21 @@ def look_at_pairs(train: LabeledImages, out: Path, seed: int) -> Path:
 def train_like_the_post(args: argparse.Namespace, out: Path) -> Path:
     """Step 3: the post's recipe (``preset="seed"``), shortened by --epochs/--steps."""
     config = TrainConfig(
-        preset="seed", data=args.csv or "digits", test_data=args.test_csv, epochs=args.epochs,
-        steps_per_epoch=args.steps, out=str(out / "run"), overwrite=True, device=args.device,
+        preset="seed",
+        data=args.csv or "digits",
+        test_data=args.test_csv,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        out=str(out / "run"),
+        overwrite=True,
+        device=args.device,
         seed=args.seed,
     )
     summary = fit(config)
-    print(f"test pair accuracy {summary.get('test_pair_acc', float('nan')):.3f} "
-          f"(threshold {summary['threshold']:.3f} from validation pairs)")
+    print(
+        f"test pair accuracy {summary.get('test_pair_acc', float('nan')):.3f} "
+        f"(threshold {summary['threshold']:.3f} from validation pairs)"
+    )
     return out / "run"
 
 
@@ -93,8 +106,15 @@ def look_at_predictions(run: Path, test: LabeledImages, out: Path, seed: int) ->
     predicted = probability > 0.5
     right_ones = int((predicted == (target > 0.5)).sum())
     print(f"{right_ones}/10 test pairs right at probability 0.5")
-    path = plot_predictions(left, right, target > 0.5, probability, predicted,
-                            out / "predictions.png", title="predictions on test pairs")
+    path = plot_predictions(
+        left,
+        right,
+        target > 0.5,
+        probability,
+        predicted,
+        out / "predictions.png",
+        title="predictions on test pairs",
+    )
     print(f"wrote {path}")
     return path
 

@@ -58,8 +58,11 @@ def reference_predictions(model, emb, ep, ways, scoring):
             q = emb[ep.query[e, j]][None]
             best, best_score = -1, -math.inf
             for c in range(ways):
-                members = [int(s) for s, y in zip(ep.support[e], ep.support_labels[e], strict=True)
-                           if int(y) == c]
+                members = [
+                    int(s)
+                    for s, y in zip(ep.support[e], ep.support_labels[e], strict=True)
+                    if int(y) == c
+                ]
                 if scoring == "mean":
                     scores = [float(head.to_score(head(q, emb[s][None]))[0]) for s in members]
                     score = sum(scores) / len(scores)
@@ -91,12 +94,25 @@ def test_batched_evaluator_matches_the_reference(kind, scoring, shots):
     fast = episode_predictions(model, emb, ep, ways, scoring)
     slow = reference_predictions(model, emb, ep, ways, scoring)
     assert torch.equal(fast, slow)
-    result = few_shot_accuracy(model, emb, labels, ways=ways, shots=shots, queries=queries,
-                               episodes=episodes, seed=3, scoring=scoring)
+    result = few_shot_accuracy(
+        model,
+        emb,
+        labels,
+        ways=ways,
+        shots=shots,
+        queries=queries,
+        episodes=episodes,
+        seed=3,
+        scoring=scoring,
+    )
     expected = (slow == ep.query_labels).double().mean(1).mean()
     assert result.accuracy == pytest.approx(float(expected))
     assert (result.ways, result.shots, result.episodes, result.scoring) == (
-        ways, shots, episodes, scoring)
+        ways,
+        shots,
+        episodes,
+        scoring,
+    )
     assert 0.3 < result.accuracy < 1.0  # informative embeddings, neither chance nor perfect
 
 
@@ -117,15 +133,24 @@ def test_random_scores_give_chance_and_an_oracle_gives_everything():
     labels = torch.arange(20).repeat_interleave(10)
     noise = torch.randn(len(labels), 16, generator=g)
     for ways in (5, 10):
-        chance = few_shot_accuracy(head_model("euclidean", 16).float(), noise, labels,
-                                   ways=ways, episodes=1000, seed=2)
+        chance = few_shot_accuracy(
+            head_model("euclidean", 16).float(), noise, labels, ways=ways, episodes=1000, seed=2
+        )
         assert abs(chance.accuracy - 1 / ways) <= chance.ci95
         assert 0 < chance.ci95 < 0.05
     oracle = nn.functional.one_hot(labels, 20).float() * 5
     for kind in ("euclidean", "cosine"):
         for shots, scoring in ((1, "mean"), (5, "mean"), (5, "prototype")):
-            perfect = few_shot_accuracy(head_model(kind, 20).float(), oracle, labels, ways=20,
-                                        shots=shots, episodes=1000, seed=1, scoring=scoring)
+            perfect = few_shot_accuracy(
+                head_model(kind, 20).float(),
+                oracle,
+                labels,
+                ways=20,
+                shots=shots,
+                episodes=1000,
+                seed=1,
+                scoring=scoring,
+            )
             assert perfect.accuracy == 1.0
 
 
@@ -185,9 +210,14 @@ def test_ways_are_capped_and_deduplicated():
 
 def digits_metadata(classes: list[str], **args) -> dict:
     spec = ModelSpec(model="conv4", loss="contrastive")
-    return {"model_spec": spec.to_dict(), "classes": classes, "threshold": -0.5,
-            "threshold_source": "default", "unseen_classes": [],
-            "training_args": {"data": "digits", "seed": 0, "margin": 1.0, **args}}
+    return {
+        "model_spec": spec.to_dict(),
+        "classes": classes,
+        "threshold": -0.5,
+        "threshold_source": "default",
+        "unseen_classes": [],
+        "training_args": {"data": "digits", "seed": 0, "margin": 1.0, **args},
+    }
 
 
 def test_evaluation_data_prefers_unseen_classes_then_the_test_split():
@@ -222,8 +252,11 @@ def test_default_thresholds_per_head():
     assert default_threshold({"model_spec": {"head": "l1"}})[0] == 0.5
     assert default_threshold({"model_spec": {"head": "cosine"}})[0] == 0.0
     value, words = default_threshold(
-        {"model_spec": {"head": "euclidean", "loss": "contrastive"},
-         "training_args": {"margin": 2.0}})
+        {
+            "model_spec": {"head": "euclidean", "loss": "contrastive"},
+            "training_args": {"margin": 2.0},
+        }
+    )
     assert value == -1.0 and "distance 1" in words
     # triplet and proto set no scale for the distance: no default, only a calibrated threshold
     for loss in ("triplet", "proto"):
@@ -252,8 +285,7 @@ def test_evaluate_checkpoint_reports_everything(untrained_checkpoint):
     assert [t["name"] for t in ver["thresholds"]] == ["default", "calibrated"]
     rows = [(r["ways"], r["shots"], r["scoring"]) for r in report["one_shot"]]
     assert rows == [(4, 1, "mean"), (4, 5, "mean"), (4, 5, "prototype")]
-    assert all(r["protocol"] == "unstructured" and r["episodes"] == 200
-               for r in report["one_shot"])
+    assert all(r["protocol"] == "unstructured" and r["episodes"] == 200 for r in report["one_shot"])
     assert len(ev.scores) == 2000 and ev.embeddings.shape[0] == len(ev.data.data)
     text = format_evaluation(report)
     assert "ROC AUC" in text and "prototype" in text and "capped at 4" in text
@@ -263,11 +295,11 @@ def test_both_protocols_when_classes_have_groups(untrained_checkpoint):
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(8).repeat_interleave(4)
     images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8, generator=g)
-    data = LabeledImages(images, labels, [f"a{i}" for i in range(8)],
-                         groups=["A"] * 5 + ["B"] * 3)
+    data = LabeledImages(images, labels, [f"a{i}" for i in range(8)], groups=["A"] * 5 + ["B"] * 3)
     ckpt = load_checkpoint(untrained_checkpoint)
-    ev = evaluate_checkpoint(ckpt, Dataset("letters", {"train": data}), pairs=100,
-                             ways=[5], shots=[1], episodes=50)
+    ev = evaluate_checkpoint(
+        ckpt, Dataset("letters", {"train": data}), pairs=100, ways=[5], shots=[1], episodes=50
+    )
     rows = [(r["protocol"], r["ways"]) for r in ev.report["one_shot"]]
     assert rows == [("unstructured", 5), ("within-group", 5)]
 
@@ -292,4 +324,7 @@ def test_calibrate_reaches_the_target_and_writes_the_checkpoint(untrained_checkp
 
 def test_json_ready_replaces_nan():
     assert json_ready({"a": [1.0, float("nan")], "b": float("inf"), "c": "x"}) == {
-        "a": [1.0, None], "b": None, "c": "x"}
+        "a": [1.0, None],
+        "b": None,
+        "c": "x",
+    }

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from shapes_model import SHAPES, draw_shapes, write_checkpoint
 
 from siamnet.checkpoint import load_checkpoint
 from siamnet.errors import ArgumentError
 from siamnet.export import export_model, export_paths
 from siamnet.infer import compare
+
+from shapes_model import SHAPES, draw_shapes, write_checkpoint
 
 try:
     import onnxruntime

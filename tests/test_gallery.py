@@ -8,7 +8,6 @@ import pickle
 
 import pytest
 import torch
-from shapes_model import SHAPES, draw_shapes, shape_set, write_checkpoint, write_shape_folder
 
 from siamnet.checkpoint import load_checkpoint, update_metadata
 from siamnet.errors import ArgumentError, CheckpointError, DataError
@@ -26,6 +25,8 @@ from siamnet.gallery import (
     search,
 )
 from siamnet.models.heads import CosineHead, DistanceHead, L1Head
+
+from shapes_model import SHAPES, draw_shapes, shape_set, write_checkpoint, write_shape_folder
 
 try:
     import faiss  # noqa: F401

@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from shapes_model import SHAPES, draw_shapes, shape_set, write_checkpoint
 
 from siamnet.checkpoint import load_checkpoint, save_checkpoint
 from siamnet.errors import ArgumentError, CheckpointError, DataError
@@ -19,6 +18,8 @@ from siamnet.infer import (
     compare,
     pairwise_raw,
 )
+
+from shapes_model import SHAPES, draw_shapes, shape_set, write_checkpoint
 
 
 @pytest.fixture(scope="session", params=["contrastive", "bce"])

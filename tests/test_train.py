@@ -25,8 +25,16 @@ os.environ["SIAMNET_NO_TENSORBOARD"] = "1"
 
 def small(out: Path, **kw) -> TrainConfig:
     values = dict(
-        model="conv4", loss="contrastive", epochs=2, steps_per_epoch=15, batch_size=32,
-        val_pairs=400, val_episodes=100, out=str(out), quiet=True, device="cpu",
+        model="conv4",
+        loss="contrastive",
+        epochs=2,
+        steps_per_epoch=15,
+        batch_size=32,
+        val_pairs=400,
+        val_episodes=100,
+        out=str(out),
+        quiet=True,
+        device="cpu",
     )
     values.update(kw)
     return TrainConfig(**values)
@@ -105,9 +113,26 @@ def test_lr_schedules():
 
 def _train_cmd(out: Path, *extra: str) -> list[str]:
     return [
-        SIAMNET, "train", "--model", "conv4", "--loss", "contrastive", "--epochs", "4",
-        "--steps-per-epoch", "25", "--batch-size", "32", "--device", "cpu", "--augment", "affine",
-        "--out", str(out), "--quiet", *extra,
+        SIAMNET,
+        "train",
+        "--model",
+        "conv4",
+        "--loss",
+        "contrastive",
+        "--epochs",
+        "4",
+        "--steps-per-epoch",
+        "25",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--augment",
+        "affine",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
     ]
 
 
@@ -122,8 +147,9 @@ def _epoch_of(path: Path) -> int:
 def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(_train_cmd(full), check=True, env=ENV, capture_output=True)
-    proc = subprocess.Popen(_train_cmd(killed), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(killed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while _epoch_of(killed / "last.pt") < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -133,8 +159,12 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
     stopped_at = _epoch_of(killed / "last.pt")
     assert 2 <= stopped_at < 4
     assert not (killed / "summary.json").exists()
-    done = subprocess.run([SIAMNET, "train", "--resume", str(killed), "--quiet", "--json"],
-                          env=ENV, capture_output=True, text=True)
+    done = subprocess.run(
+        [SIAMNET, "train", "--resume", str(killed), "--quiet", "--json"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["epochs_run"] == 4
     a, b = weights(full / "last.pt"), weights(killed / "last.pt")
@@ -147,10 +177,32 @@ def test_two_process_data_parallel_training(tmp_path):
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available in this build")
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "siamnet", "train", "--model", "conv4", "--loss", "bce", "--epochs", "1",
-           "--steps-per-epoch", "10", "--batch-size", "32", "--device", "cpu", "--out", str(out),
-           "--quiet", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "siamnet",
+        "train",
+        "--model",
+        "conv4",
+        "--loss",
+        "bce",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "10",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--quiet",
+        "--json",
+    ]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -164,8 +216,12 @@ def test_cli_train_refusal_is_one_line(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
     (run / "x").write_text("x")
-    done = subprocess.run([SIAMNET, "train", "--out", str(run), "--epochs", "1"], env=ENV,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [SIAMNET, "train", "--out", str(run), "--epochs", "1"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("siamnet: error:")
     assert (run / "x").read_text() == "x"

@@ -122,7 +122,9 @@ def read_checkpoint_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], device: torch.device | str = "cpu", model: SiameseNet | None = None
+    path: str | os.PathLike[str],
+    device: torch.device | str = "cpu",
+    model: SiameseNet | None = None,
 ) -> Checkpoint:
     """Load a checkpoint (file or run folder) onto `device`; the model is in eval mode.
 
@@ -135,7 +137,9 @@ def load_checkpoint(
     try:
         net.load_state_dict(payload["model"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{p}: weights do not fit the model it describes: {exc}"[:300]) from exc
+        raise CheckpointError(
+            f"{p}: weights do not fit the model it describes: {exc}"[:300]
+        ) from exc
     net.to(device).eval()
     return Checkpoint(model=net, metadata=meta, training=payload.get("training"), path=p)
 

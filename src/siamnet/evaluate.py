@@ -236,9 +236,7 @@ def few_shot_accuracy(
     (the *within-group* protocol of Koch et al. and Lake et al.); without it the N classes come
     from all classes (*unstructured*, as in Matching and Prototypical Networks).
     """
-    ep = episodes_for_evaluation(
-        labels.cpu(), ways, shots, queries, episodes, seed, groups=groups
-    )
+    ep = episodes_for_evaluation(labels.cpu(), ways, shots, queries, episodes, seed, groups=groups)
     dev = embeddings.device
     ep = ep.to(dev)
     predicted = episode_predictions(model, embeddings, ep, ways, scoring)
@@ -354,16 +352,22 @@ def evaluation_data(
         seen = [c for c in names if c in trained]
         notes = [f"{len(seen)} of these classes were seen in training: {_names(seen)}"]
         notes = notes if seen else []
-        return EvaluationData(data, f"{len(names)} classes chosen by --eval-classes "
-                              f"({_names(names)})", not seen, notes)
+        return EvaluationData(
+            data,
+            f"{len(names)} classes chosen by --eval-classes ({_names(names)})",
+            not seen,
+            notes,
+        )
     held = [c for c in every_class if c not in trained]
     recorded = [c for c in metadata.get("unseen_classes") or [] if c in set(held)]
     notes: list[str] = []
     if len(recorded) >= 2:
         held = recorded
     elif held and metadata.get("val_protocol") == "held-out classes":
-        notes.append("these include the classes training held out for validation (they chose "
-                     "the best epoch and the threshold)")
+        notes.append(
+            "these include the classes training held out for validation (they chose "
+            "the best epoch and the threshold)"
+        )
     if len(held) >= 2:
         data = merge_splits(dataset, held)
         return EvaluationData(
@@ -373,17 +377,24 @@ def evaluation_data(
     if test is not None and test.num_classes >= 2:
         name = list(dataset.splits)[1]
         return EvaluationData(
-            test, f"the '{name}' split: every class in the data was seen in training, so this "
-            f"measures new examples of {test.num_classes} known classes", False, []
+            test,
+            f"the '{name}' split: every class in the data was seen in training, so this "
+            f"measures new examples of {test.num_classes} known classes",
+            False,
+            [],
         )
     val = validation_data(dataset, metadata)
     if val is not None:
-        val.notes.append("the data has no test split and every class was seen in training; "
-                         "these examples also chose the threshold, so the figures are optimistic")
+        val.notes.append(
+            "the data has no test split and every class was seen in training; "
+            "these examples also chose the threshold, so the figures are optimistic"
+        )
         return val
     return EvaluationData(
-        merge_splits(dataset), "all examples of the data (every class was seen in "
-        "training and the data has no test split)", False,
+        merge_splits(dataset),
+        "all examples of the data (every class was seen in "
+        "training and the data has no test split)",
+        False,
         ["these examples may have been trained on: the figures are optimistic"],
     )
 
@@ -397,8 +408,12 @@ def validation_data(dataset: Dataset, metadata: dict[str, Any]) -> EvaluationDat
     train = dataset.train
     try:
         if args.get("eval_classes") or args.get("eval_fraction"):
-            train, _ = split_by_class(train, eval_classes=args.get("eval_classes"),
-                                      eval_fraction=args.get("eval_fraction"), seed=seed)
+            train, _ = split_by_class(
+                train,
+                eval_classes=args.get("eval_classes"),
+                eval_fraction=args.get("eval_fraction"),
+                seed=seed,
+            )
         val_classes_fraction = float(args.get("val_classes_fraction", 0.2) or 0.0)
         if train.num_classes >= 20 and val_classes_fraction > 0:
             train, val = split_by_class(train, eval_fraction=val_classes_fraction, seed=seed)
@@ -412,8 +427,10 @@ def validation_data(dataset: Dataset, metadata: dict[str, Any]) -> EvaluationDat
     if not trained or not set(train.classes) <= trained or val.num_classes < 2:
         return None
     return EvaluationData(
-        val, f"the validation split of training: {len(val)} {how} of '{dataset.name}' "
-        f"(seed {seed})", False, [],
+        val,
+        f"the validation split of training: {len(val)} {how} of '{dataset.name}' (seed {seed})",
+        False,
+        [],
     )
 
 
@@ -426,8 +443,11 @@ def calibration_data(dataset: Dataset, metadata: dict[str, Any]) -> EvaluationDa
     first = dataset.train
     name = next(iter(dataset.splits))
     return EvaluationData(
-        first, f"the '{name}' split of '{dataset.name}' ({len(first)} examples of "
-        f"{first.num_classes} classes; not the data this checkpoint was trained on)", False, [],
+        first,
+        f"the '{name}' split of '{dataset.name}' ({len(first)} examples of "
+        f"{first.num_classes} classes; not the data this checkpoint was trained on)",
+        False,
+        [],
     )
 
 
@@ -472,9 +492,17 @@ def verification_report(
     metrics = None
     for name, (value, source) in thresholds.items():
         metrics = pair_metrics(scores, targets, value)
-        rows.append({"name": name, "threshold": value, "source": source,
-                     **{k: getattr(metrics, k) for k in
-                        ("accuracy", "precision", "recall", "far", "frr")}})
+        rows.append(
+            {
+                "name": name,
+                "threshold": value,
+                "source": source,
+                **{
+                    k: getattr(metrics, k)
+                    for k in ("accuracy", "precision", "recall", "far", "frr")
+                },
+            }
+        )
     assert metrics is not None
     return {
         "pairs": metrics.pairs,
@@ -546,18 +574,30 @@ def few_shot_table(
         for k in dict.fromkeys(int(s) for s in shots):
             capped = capped_ways(data.labels, ways, k + queries, groups)
             if not capped:
-                notes.append(f"{protocol} {k}-shot: fewer than 2 classes have {k + queries} "
-                             "examples; left out")
+                notes.append(
+                    f"{protocol} {k}-shot: fewer than 2 classes have {k + queries} "
+                    "examples; left out"
+                )
                 continue
             asked = sorted({int(n) for n in ways} - set(capped))
             if asked:
-                notes.append(f"{protocol} {k}-shot: N capped at {max(capped)} (asked "
-                             f"{', '.join(map(str, asked))})")
+                notes.append(
+                    f"{protocol} {k}-shot: N capped at {max(capped)} (asked "
+                    f"{', '.join(map(str, asked))})"
+                )
             for n in capped:
                 for scoring in scorings_for(head, k):
                     result = few_shot_accuracy(
-                        model, embeddings, labels, ways=n, shots=k, queries=queries,
-                        episodes=episodes, seed=seed, groups=groups, scoring=scoring,
+                        model,
+                        embeddings,
+                        labels,
+                        ways=n,
+                        shots=k,
+                        queries=queries,
+                        episodes=episodes,
+                        seed=seed,
+                        groups=groups,
+                        scoring=scoring,
                     )
                     rows.append(result)
     return rows, notes
@@ -606,15 +646,25 @@ def evaluate_checkpoint(
         scores, target, {name: t for name, t in thresholds.items() if t is not None}
     )
     rows, notes = few_shot_table(
-        model, emb, chosen.data, ways=ways, shots=shots, queries=queries,
-        episodes=episodes, seed=seed,
+        model,
+        emb,
+        chosen.data,
+        ways=ways,
+        shots=shots,
+        queries=queries,
+        episodes=episodes,
+        seed=seed,
     )
     spec = ckpt.spec
     report = {
         "checkpoint": str(ckpt.path),
         "data": dataset.name,
-        "model": {"backbone": spec.model, "head": spec.head, "loss": spec.loss,
-                  "score": SCORE_MEANING.get(spec.head, spec.head)},
+        "model": {
+            "backbone": spec.model,
+            "head": spec.head,
+            "loss": spec.loss,
+            "score": SCORE_MEANING.get(spec.head, spec.head),
+        },
         "evaluation_data": {
             "description": chosen.description,
             "unseen_classes": chosen.unseen,
@@ -687,8 +737,13 @@ def calibrate_checkpoint(
     old = (ckpt.threshold, str(ckpt.metadata.get("threshold_source") or ""))
     source = f"calibrated for {goal} on {len(target):,} pairs of {chosen.description}"
     calibration = {
-        "goal": goal, "target_far": target_far, "pairs": len(target), "seed": seed,
-        "data": chosen.description, "far": achieved.far, "frr": achieved.frr,
+        "goal": goal,
+        "target_far": target_far,
+        "pairs": len(target),
+        "seed": seed,
+        "data": chosen.description,
+        "far": achieved.far,
+        "frr": achieved.frr,
         "accuracy": achieved.accuracy,
     }
     updates = {"threshold": threshold, "threshold_source": source, "calibration": calibration}
@@ -731,8 +786,11 @@ def format_evaluation(report: dict[str, Any]) -> str:
     ]
     header = ["threshold", "value", "accuracy", "precision", "recall", "FAR", "FRR"]
     rows = [
-        [r["name"], f"{r['threshold']:.4f}", *(_fmt(r[k]) for k in
-                                              ("accuracy", "precision", "recall", "far", "frr"))]
+        [
+            r["name"],
+            f"{r['threshold']:.4f}",
+            *(_fmt(r[k]) for k in ("accuracy", "precision", "recall", "far", "frr")),
+        ]
         for r in ver["thresholds"]
     ]
     lines += _text_table(header, rows)
@@ -748,27 +806,38 @@ def format_evaluation(report: dict[str, Any]) -> str:
         ]
         header = ["protocol", "ways", "shots", "scoring", "accuracy", "± 95% CI", "chance"]
         rows = [
-            [r["protocol"], str(r["ways"]), str(r["shots"]), r["scoring"],
-             _fmt(r["accuracy"]), _fmt(r["ci95"]), _fmt(1.0 / r["ways"])]
+            [
+                r["protocol"],
+                str(r["ways"]),
+                str(r["shots"]),
+                r["scoring"],
+                _fmt(r["accuracy"]),
+                _fmt(r["ci95"]),
+                _fmt(1.0 / r["ways"]),
+            ]
             for r in shots
         ]
         lines += _text_table(header, rows)
-        lines += ["  scoring: mean = the mean score against a class's K support images;",
-                  "           prototype = the score against their mean embedding"]
+        lines += [
+            "  scoring: mean = the mean score against a class's K support images;",
+            "           prototype = the score against their mean embedding",
+        ]
     lines += [f"note: {n}" for n in report["one_shot_notes"]]
     return "\n".join(lines)
 
 
 def format_calibration(result: dict[str, Any]) -> str:
     """`calibrate_checkpoint`'s result in a few lines."""
-    return "\n".join([
-        f"calibrated {result['checkpoint']} for {result['goal']} on {result['pairs']:,} pairs "
-        f"of {result['data']}",
-        f"old threshold: {result['old_threshold']:.4f} ({result['old_source']})",
-        f"new threshold: {result['threshold']:.4f}",
-        f"on these pairs: false-accept rate {result['far']:.4f}, false-reject rate "
-        f"{result['frr']:.4f}, accuracy {result['accuracy']:.4f}",
-    ])
+    return "\n".join(
+        [
+            f"calibrated {result['checkpoint']} for {result['goal']} on {result['pairs']:,} pairs "
+            f"of {result['data']}",
+            f"old threshold: {result['old_threshold']:.4f} ({result['old_source']})",
+            f"new threshold: {result['threshold']:.4f}",
+            f"on these pairs: false-accept rate {result['far']:.4f}, false-reject rate "
+            f"{result['frr']:.4f}, accuracy {result['accuracy']:.4f}",
+        ]
+    )
 
 
 def json_ready(value: Any) -> Any:
@@ -790,10 +859,13 @@ def _text_table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
-        return "  " + "  ".join(
-            c.ljust(w) if i in (0,) or not _numeric(c) else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
+        return (
+            "  "
+            + "  ".join(
+                c.ljust(w) if i in (0,) or not _numeric(c) else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+        )
 
     return [line(header), "  " + "  ".join("-" * w for w in widths), *map(line, rows)]
 

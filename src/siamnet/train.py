@@ -132,9 +132,14 @@ class TrainConfig:
                 out.eval_classes = ["6", "7", "8", "9"]
         if out.margin is None:
             out.margin = 1.0 if out.loss == "contrastive" else 0.2
-        for name, default in (("patience", 0), ("momentum", 0.9), ("log_every", 0),
-                              ("rotate_classes", False),
-                              ("koch_init", False), ("momentum_ramp_epochs", 0)):
+        for name, default in (
+            ("patience", 0),
+            ("momentum", 0.9),
+            ("log_every", 0),
+            ("rotate_classes", False),
+            ("koch_init", False),
+            ("momentum_ramp_epochs", 0),
+        ):
             if getattr(out, name) is None:
                 setattr(out, name, default)
         return out
@@ -218,7 +223,7 @@ def normalization_for(cfg: TrainConfig, train: LabeledImages) -> dict[str, Any]:
     if cfg.normalize == "unit":
         return {"scale": 255.0, "mean": [0.0] * c, "std": [1.0] * c}
     if cfg.normalize == "standard":
-        x = train.images[: 20000].double() / 255.0
+        x = train.images[:20000].double() / 255.0
         mean = x.mean(dim=(0, 2, 3)).tolist()
         std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
         return {"scale": 255.0, "mean": mean, "std": std}
@@ -228,7 +233,9 @@ def normalization_for(cfg: TrainConfig, train: LabeledImages) -> dict[str, Any]:
 # --- model and optimiser ---------------------------------------------------------------------
 
 
-def build_training_model(cfg: TrainConfig, data: TrainData, generator: torch.Generator) -> SiameseNet:
+def build_training_model(
+    cfg: TrainConfig, data: TrainData, generator: torch.Generator
+) -> SiameseNet:
     spec = ModelSpec(
         model=cfg.model,
         loss=cfg.loss,
@@ -253,19 +260,32 @@ def parameter_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]
     learning rate, final momentum and L2 weight, as Koch et al. (2015) train."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not cfg.koch_init:
-        return [{"params": params, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
-                 "final_momentum": cfg.momentum}]
+        return [
+            {
+                "params": params,
+                "lr": cfg.lr,
+                "weight_decay": cfg.weight_decay,
+                "final_momentum": cfg.momentum,
+            }
+        ]
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     groups = []
     for i, layer in enumerate(layers):
         lr, momentum, l2 = KOCH_LAYERS[min(i, len(KOCH_LAYERS) - 1)]
-        groups.append({"params": list(layer.parameters()), "lr": lr * cfg.lr / KOCH_LAYERS[0][0],
-                       "weight_decay": l2, "final_momentum": momentum})
+        groups.append(
+            {
+                "params": list(layer.parameters()),
+                "lr": lr * cfg.lr / KOCH_LAYERS[0][0],
+                "weight_decay": l2,
+                "final_momentum": momentum,
+            }
+        )
     seen = {id(p) for g in groups for p in g["params"]}
     rest = [p for p in params if id(p) not in seen]
     if rest:
-        groups.append({"params": rest, "lr": cfg.lr, "weight_decay": 0.0,
-                       "final_momentum": cfg.momentum})
+        groups.append(
+            {"params": rest, "lr": cfg.lr, "weight_decay": 0.0, "final_momentum": cfg.momentum}
+        )
     return groups
 
 
@@ -314,7 +334,9 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     raise ArgumentError(f"--schedule {schedule!r}: expected none, cosine, step or exp:GAMMA")
 
 
-def set_epoch_hyperparameters(cfg: TrainConfig, optimizer: torch.optim.Optimizer, epoch: int) -> float:
+def set_epoch_hyperparameters(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, epoch: int
+) -> float:
     """Apply this epoch's learning rates (and Koch's linearly rising momentum); returns the
     first group's learning rate."""
     factor = lr_factor(cfg.schedule, epoch, cfg.epochs)
@@ -408,8 +430,12 @@ def compute_loss(
     temp = base.log_temperature.exp() if base.log_temperature is not None else 1.0
     ways = int(batch["support_labels"].max()) + 1
     loss, acc = prototypical_loss(
-        emb[:ns], batch["support_labels"].to(dev), emb[ns : ns + nq],
-        batch["query_labels"].to(dev), ways, temp,
+        emb[:ns],
+        batch["support_labels"].to(dev),
+        emb[ns : ns + nq],
+        batch["query_labels"].to(dev),
+        ways,
+        temp,
     )
     return loss, acc.item()
 
@@ -473,7 +499,9 @@ def train_epoch(
     running_loss = running_acc = 0.0
     seen = 0
     bar = progress(
-        range(cfg.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+        range(cfg.steps_per_epoch),
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        unit="step",
         disable=None if info.is_main and not cfg.quiet else True,
     )
     for step in bar:
@@ -496,14 +524,21 @@ def train_epoch(
         value = loss.item()
         total_loss += value
         total_acc += acc
-        seen += sum(len(v) for k, v in batch.items() if k in ("left", "right", "index", "support", "query"))
+        seen += sum(
+            len(v) for k, v in batch.items() if k in ("left", "right", "index", "support", "query")
+        )
         if cfg.log_every and info.is_main:  # the blog post's log line
             running_loss += value
             running_acc += acc
             if step % cfg.log_every == 0:
                 print(
-                    "[%d, %5d] loss: %.6f accuracy: %.2f"
-                    % (epoch + 1, step + 1, running_loss / cfg.log_every, running_acc / cfg.log_every),
+                    "[%d, %5d] loss: %.6f accuracy: %.2f"  # noqa: UP031 - the post's own line
+                    % (
+                        epoch + 1,
+                        step + 1,
+                        running_loss / cfg.log_every,
+                        running_acc / cfg.log_every,
+                    ),
                     flush=True,
                 )
                 running_loss = running_acc = 0.0
@@ -528,8 +563,14 @@ def validate(
     out = {"val_pair_acc": metrics.accuracy, "val_auc": metrics.roc_auc, "threshold": threshold}
     if ways >= 2:
         fs = few_shot_accuracy(
-            model, emb, val.labels.to(device), ways=ways, shots=1, queries=1,
-            episodes=cfg.val_episodes, seed=cfg.seed + 2,
+            model,
+            emb,
+            val.labels.to(device),
+            ways=ways,
+            shots=1,
+            queries=1,
+            episodes=cfg.val_episodes,
+            seed=cfg.seed + 2,
         )
         out.update(val_oneshot_acc=fs.accuracy, val_oneshot_ways=ways)
     else:
@@ -556,8 +597,17 @@ def _classes_with(labels: torch.Tensor, min_count: int) -> int:
 
 
 METRIC_COLUMNS = [
-    "epoch", "train_loss", "train_acc", "val_pair_acc", "val_auc", "val_oneshot_acc",
-    "val_oneshot_ways", "test_pair_acc", "lr", "images_seen", "seconds",
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_pair_acc",
+    "val_auc",
+    "val_oneshot_acc",
+    "val_oneshot_ways",
+    "test_pair_acc",
+    "lr",
+    "images_seen",
+    "seconds",
 ]
 
 
@@ -580,7 +630,9 @@ def draw_curves(run_dir: Path) -> None:
     plot_training_curves(run_dir / "metrics.csv", run_dir / "curves.png")
 
 
-def metadata_for(cfg: TrainConfig, model: SiameseNet, data: TrainData, extra: dict[str, Any]) -> dict[str, Any]:
+def metadata_for(
+    cfg: TrainConfig, model: SiameseNet, data: TrainData, extra: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "siamnet_version": __version__,
         "model_spec": model.spec.to_dict(),
@@ -706,10 +758,18 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
         if info.is_main:
             val = validate(cfg, model, data.val, device)
             if data.test is not None and data.test.num_classes >= 2:
-                val["test_pair_acc"] = test_pair_accuracy(cfg, model, data.test, device,
-                                                          val["threshold"])
-            row = {"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "lr": lr,
-                   "images_seen": state.images_seen, "seconds": round(state.seconds, 2), **val}
+                val["test_pair_acc"] = test_pair_accuracy(
+                    cfg, model, data.test, device, val["threshold"]
+                )
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": loss,
+                "train_acc": acc,
+                "lr": lr,
+                "images_seen": state.images_seen,
+                "seconds": round(state.seconds, 2),
+                **val,
+            }
             state.history.append(row)
             improved = val["val_oneshot_acc"] > state.best_score
             if improved:
@@ -717,13 +777,21 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
                 state.epochs_without_improvement = 0
             else:
                 state.epochs_without_improvement += 1
-            extra = {"epoch": epoch + 1, "threshold": val["threshold"],
-                     "threshold_source": "best accuracy on validation pairs", "validation": val}
+            extra = {
+                "epoch": epoch + 1,
+                "threshold": val["threshold"],
+                "threshold_source": "best accuracy on validation pairs",
+                "validation": val,
+            }
             meta = metadata_for(cfg, model, data, extra)
             if improved:
                 save_checkpoint(run_dir / "best.pt", model, meta)
-            save_checkpoint(run_dir / "last.pt", model, meta,
-                            training_state(optimizer, scaler, generators, state))
+            save_checkpoint(
+                run_dir / "last.pt",
+                model,
+                meta,
+                training_state(optimizer, scaler, generators, state),
+            )
             write_metrics_csv(run_dir / "metrics.csv", state.history)
             _log_tensorboard(run_dir, row)
             draw_curves(run_dir)
@@ -795,16 +863,28 @@ def finish(
         summary["test_classes"] = "seen in training"
         ways = min(10, data.test.num_classes)
         fs = few_shot_accuracy(
-            model, emb, data.test.labels.to(device), ways=ways, shots=1, queries=1,
-            episodes=1000, seed=cfg.seed + 6,
+            model,
+            emb,
+            data.test.labels.to(device),
+            ways=ways,
+            shots=1,
+            queries=1,
+            episodes=1000,
+            seed=cfg.seed + 6,
         )
         summary["test_oneshot"] = fs.to_dict()
     if data.unseen is not None and data.unseen.num_classes >= 2:
         emb = embed_images(model, data.unseen.images, device=device)
         ways = min(10, data.unseen.num_classes)
         fs = few_shot_accuracy(
-            model, emb, data.unseen.labels.to(device), ways=ways, shots=1, queries=1,
-            episodes=1000, seed=cfg.seed + 4,
+            model,
+            emb,
+            data.unseen.labels.to(device),
+            ways=ways,
+            shots=1,
+            queries=1,
+            episodes=1000,
+            seed=cfg.seed + 4,
         )
         summary["oneshot"] = fs.to_dict()
         summary["unseen_classes"] = data.unseen.classes

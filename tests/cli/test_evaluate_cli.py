@@ -25,8 +25,9 @@ UNSEEN = ["6", "7", "8", "9"]
 
 
 def siamnet(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([SIAMNET, *map(str, args)], capture_output=True, text=True, env=ENV,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [SIAMNET, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300
+    )
 
 
 def ok(*args: object) -> subprocess.CompletedProcess:
@@ -51,9 +52,21 @@ def run_dir(tmp_path_factory) -> Path:
     """A conv4 / contrastive model trained for 10 steps on digits 0-5."""
     os.environ.setdefault("SIAMNET_NO_TENSORBOARD", "1")
     out = tmp_path_factory.mktemp("evaluate-cli") / "run"
-    fit(TrainConfig(model="conv4", loss="contrastive", epochs=1, steps_per_epoch=10,
-                    batch_size=32, val_pairs=400, val_episodes=100, eval_classes=UNSEEN,
-                    out=str(out), quiet=True, device="cpu"))
+    fit(
+        TrainConfig(
+            model="conv4",
+            loss="contrastive",
+            epochs=1,
+            steps_per_epoch=10,
+            batch_size=32,
+            val_pairs=400,
+            val_episodes=100,
+            eval_classes=UNSEEN,
+            out=str(out),
+            quiet=True,
+            device="cpu",
+        )
+    )
     return out
 
 
@@ -69,7 +82,10 @@ def test_evaluate_json_on_unseen_classes(run_dir):
         assert all(0 <= row[k] <= 1 for k in ("accuracy", "precision", "recall", "far", "frr"))
     rows = report["one_shot"]
     assert {(r["ways"], r["shots"], r["scoring"]) for r in rows} == {
-        (4, 1, "mean"), (4, 5, "mean"), (4, 5, "prototype")}  # 5, 10, 20 capped at 4 classes
+        (4, 1, "mean"),
+        (4, 5, "mean"),
+        (4, 5, "prototype"),
+    }  # 5, 10, 20 capped at 4 classes
     for r in rows:
         assert r["episodes"] == 300 and r["protocol"] == "unstructured"
         assert 0.25 < r["accuracy"] <= 1 and 0 < r["ci95"] < 0.1
@@ -77,8 +93,20 @@ def test_evaluate_json_on_unseen_classes(run_dir):
 
 def test_evaluate_table_and_json_file(run_dir, tmp_path):
     out = tmp_path / "report.json"
-    result = ok("evaluate", run_dir, "--data", "digits", "--ways", "3", "--shots", "1",
-                "--episodes", "200", "--json", out)
+    result = ok(
+        "evaluate",
+        run_dir,
+        "--data",
+        "digits",
+        "--ways",
+        "3",
+        "--shots",
+        "1",
+        "--episodes",
+        "200",
+        "--json",
+        out,
+    )
     assert "ROC AUC" in result.stdout and "unstructured" in result.stdout
     assert "never seen in training" in result.stdout
     report = json.loads(out.read_text())
@@ -96,8 +124,9 @@ def test_calibrate_changes_the_threshold_that_compare_uses(run_dir, tmp_path):
     test = load_dataset("digits").test
     for i, name in enumerate(("a.png", "b.png")):
         Image.fromarray(test.images[i, 0].numpy()).save(tmp_path / name)
-    compared = json.loads(ok("compare", ckpt, tmp_path / "a.png", tmp_path / "b.png",
-                             "--json").stdout)
+    compared = json.loads(
+        ok("compare", ckpt, tmp_path / "a.png", tmp_path / "b.png", "--json").stdout
+    )
     assert compared["threshold"] == pytest.approx(meta["threshold"])
 
 
@@ -106,10 +135,10 @@ def test_plot_writes_a_png_of_every_kind(run_dir, tmp_path):
     running = {}
     for kind in kinds:  # started together: most of each run is starting Python and torch
         extra = ["--points", "200"] if kind == "embeddings" else []
-        argv = [SIAMNET, "plot", kind, str(run_dir), "--out", str(tmp_path / f"{kind}.png"),
-                *extra]
-        running[kind] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         text=True, env=ENV)
+        argv = [SIAMNET, "plot", kind, str(run_dir), "--out", str(tmp_path / f"{kind}.png"), *extra]
+        running[kind] = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+        )
     for kind, process in running.items():
         stdout, stderr = process.communicate(timeout=300)
         out = tmp_path / f"{kind}.png"
@@ -119,19 +148,22 @@ def test_plot_writes_a_png_of_every_kind(run_dir, tmp_path):
             assert image.format == "PNG" and image.size[0] >= 500 and image.size[1] >= 200
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["evaluate", "{run}", "--ways", "1"], "--ways 1"),
-    (["evaluate", "{run}", "--ways", "five"], "--ways 'five'"),
-    (["evaluate", "{run}", "--eval-classes", "6,x"], "'x'"),
-    (["evaluate", "{run}", "--data", "no/such/file.csv"], "no/such/file.csv"),
-    (["evaluate", "no/such/run"], "no/such/run"),
-    (["calibrate", "{run}", "--target-far", "2"], "--target-far"),
-    (["calibrate", "{run}", "--target-far", "0.1", "--best-accuracy"], "not both"),
-    (["calibrate", "{run}", "--pairs", "many"], "--pairs"),
-    (["plot", "roc", "--out", "x.png"], "CKPT_OR_RUN"),
-    (["plot", "roc", "{run}", "--out", "x.jpg"], "PNG"),
-    (["plot", "histogram", "{run}", "--out", "x.png"], "histogram"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["evaluate", "{run}", "--ways", "1"], "--ways 1"),
+        (["evaluate", "{run}", "--ways", "five"], "--ways 'five'"),
+        (["evaluate", "{run}", "--eval-classes", "6,x"], "'x'"),
+        (["evaluate", "{run}", "--data", "no/such/file.csv"], "no/such/file.csv"),
+        (["evaluate", "no/such/run"], "no/such/run"),
+        (["calibrate", "{run}", "--target-far", "2"], "--target-far"),
+        (["calibrate", "{run}", "--target-far", "0.1", "--best-accuracy"], "not both"),
+        (["calibrate", "{run}", "--pairs", "many"], "--pairs"),
+        (["plot", "roc", "--out", "x.png"], "CKPT_OR_RUN"),
+        (["plot", "roc", "{run}", "--out", "x.jpg"], "PNG"),
+        (["plot", "histogram", "{run}", "--out", "x.png"], "histogram"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(run_dir, capsys, argv, fragment):
     line = one_line_error([a.replace("{run}", str(run_dir)) for a in argv], capsys)
     assert fragment in line
@@ -139,9 +171,22 @@ def test_bad_arguments_are_one_line_errors(run_dir, capsys, argv, fragment):
 
 def test_blog_post_example_runs_end_to_end(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--out", str(tmp_path / "post"), "--epochs", "1",
-         "--steps", "20", "--device", "cpu"],
-        capture_output=True, text=True, env=ENV, timeout=300,
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--out",
+            str(tmp_path / "post"),
+            "--epochs",
+            "1",
+            "--steps",
+            "20",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     for name in ("pairs.png", "predictions.png", "run/best.pt"):

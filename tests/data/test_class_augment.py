@@ -18,6 +18,8 @@ def test_rotations_become_new_classes_with_rotated_images():
 
 
 def test_non_square_images_are_refused():
-    data = LabeledImages(torch.zeros(2, 1, 3, 4, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"])
+    data = LabeledImages(
+        torch.zeros(2, 1, 3, 4, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"]
+    )
     with pytest.raises(ValueError, match="square"):
         with_rotated_classes(data)

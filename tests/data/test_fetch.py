@@ -57,8 +57,7 @@ class FileServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,),
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
@@ -103,16 +102,18 @@ def test_good_file_is_cached_verified_and_reused_offline(server, tmp_path):
 
 def test_md5_checksums_are_supported(server, tmp_path):
     server.files["b.bin"] = b"hello"
-    fetch_files("demo", server.url, {"b.bin": "md5:" + hashlib.md5(b"hello").hexdigest()},
-                tmp_path)
+    fetch_files("demo", server.url, {"b.bin": "md5:" + hashlib.md5(b"hello").hexdigest()}, tmp_path)
     assert (tmp_path / "b.bin").read_bytes() == b"hello"
 
 
 def test_wrong_checksum_leaves_nothing(server, tmp_path):
     server.files["a.bin"] = b"tampered"
     dest = tmp_path / "cache"
-    with pytest.raises(DataError, match=r"a\.bin: checksum mismatch \(sha256 [0-9a-f]{64}, "
-                                        r"expected 0+\); the file was not kept"):
+    with pytest.raises(
+        DataError,
+        match=r"a\.bin: checksum mismatch \(sha256 [0-9a-f]{64}, "
+        r"expected 0+\); the file was not kept",
+    ):
         fetch_files("demo", server.url, {"a.bin": "sha256:" + "0" * 64}, dest)
     assert leftovers(dest) == []
 
@@ -120,8 +121,11 @@ def test_wrong_checksum_leaves_nothing(server, tmp_path):
 def test_interrupted_download_leaves_nothing(server, tmp_path):
     body = b"x" * 5000
     server.files["a.bin"] = body
-    with pytest.raises(DataError, match=r"short/a\.bin: download cut short after 5,000 "
-                                        r"(of 6,000 )?bytes"):
+    with pytest.raises(
+        DataError,
+        match=r"short/a\.bin: download cut short after 5,000 "
+        r"(of 6,000 )?bytes",
+    ):
         fetch_files("demo", server.url + "short/", {"a.bin": sha256(body)}, tmp_path)
     assert leftovers(tmp_path) == []
 
@@ -129,8 +133,11 @@ def test_interrupted_download_leaves_nothing(server, tmp_path):
 def test_stalled_download_times_out_and_leaves_nothing(server, tmp_path):
     body = b"y" * 4000
     server.files["a.bin"] = body
-    with pytest.raises(DataError, match=r"stall/a\.bin: download failed after [\d,]+ bytes "
-                                        r"\(timed out\)"):
+    with pytest.raises(
+        DataError,
+        match=r"stall/a\.bin: download failed after [\d,]+ bytes "
+        r"\(timed out\)",
+    ):
         download(server.url + "stall/a.bin", tmp_path / "a.bin", sha256(body), timeout=0.3)
     assert leftovers(tmp_path) == []
 
@@ -212,8 +219,9 @@ def mnist_server(server, monkeypatch, tmp_path):
         "t10k-labels-idx1-ubyte.gz": np.array([3, 1, 3, 1]),
     }
     server.files.update({name: idx_gz(a) for name, a in arrays.items()})
-    monkeypatch.setitem(fetch.CHECKSUMS, "mnist",
-                        {name: sha256(body) for name, body in server.files.items()})
+    monkeypatch.setitem(
+        fetch.CHECKSUMS, "mnist", {name: sha256(body) for name, body in server.files.items()}
+    )
     monkeypatch.setenv("SIAMNET_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("SIAMNET_URL_MNIST", server.url.rstrip("/"))
     return arrays
@@ -222,8 +230,10 @@ def mnist_server(server, monkeypatch, tmp_path):
 def test_load_dataset_mnist_downloads_once_then_works_offline(server, mnist_server, tmp_path):
     first = load_dataset("mnist")
     assert first.name == "mnist" and list(first.splits) == ["train", "test"]
-    assert torch.equal(first.train.images[:, 0],
-                       torch.from_numpy(mnist_server["train-images-idx3-ubyte.gz"]).byte())
+    assert torch.equal(
+        first.train.images[:, 0],
+        torch.from_numpy(mnist_server["train-images-idx3-ubyte.gz"]).byte(),
+    )
     assert first.test.classes == ["1", "3"] and first.test.labels.tolist() == [1, 0, 1, 0]
     cached = tmp_path / "data" / "mnist"
     assert leftovers(cached) == sorted(mnist_server)
@@ -239,14 +249,18 @@ def test_partial_cache_downloads_only_what_is_missing(server, mnist_server, tmp_
     raw = gzip.decompress(server.files["train-images-idx3-ubyte.gz"])
     (cached / "train-images-idx3-ubyte").write_bytes(raw)  # put there by hand, uncompressed
     assert dataset_dir("mnist") == cached
-    assert sorted(server.requests) == ["/t10k-images-idx3-ubyte.gz",
-                                       "/t10k-labels-idx1-ubyte.gz",
-                                       "/train-labels-idx1-ubyte.gz"]
+    assert sorted(server.requests) == [
+        "/t10k-images-idx3-ubyte.gz",
+        "/t10k-labels-idx1-ubyte.gz",
+        "/train-labels-idx1-ubyte.gz",
+    ]
 
 
 def test_load_dataset_omniglot_from_zips(server, monkeypatch, tmp_path):
-    zips = {"images_background.zip": omniglot_zip("images_background", ["Greek", "Latin"]),
-            "images_evaluation.zip": omniglot_zip("images_evaluation", ["Tengwar"])}
+    zips = {
+        "images_background.zip": omniglot_zip("images_background", ["Greek", "Latin"]),
+        "images_evaluation.zip": omniglot_zip("images_evaluation", ["Tengwar"]),
+    }
     server.files.update(zips)
     monkeypatch.setitem(fetch.CHECKSUMS, "omniglot", {n: sha256(b) for n, b in zips.items()})
     monkeypatch.setenv("SIAMNET_DATA", str(tmp_path))
@@ -278,8 +292,10 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
         dataset_dir("cifar")
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                    reason="Debian's dataset-fashion-mnist package is not installed")
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="Debian's dataset-fashion-mnist package is not installed",
+)
 def test_debian_fashion_mnist(monkeypatch, tmp_path):
     monkeypatch.setenv("SIAMNET_DATA", str(tmp_path))  # the cache must not be needed
     dataset = load_dataset("fashion-mnist")

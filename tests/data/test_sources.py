@@ -132,8 +132,10 @@ def test_csv_bad_first_row_is_an_error_not_a_header(tmp_path):
         ("", r"empty file"),
         ("\n  \n", r"empty file"),
         ("label,1x1,1x2,2x1,2x2\n", r"only a header row"),
-        ("label,a,b\n3,0,1,2,3\n7,1,2,3,4\n",
-         r"header \(line 1\) has 3 columns but the rows have 5"),
+        (
+            "label,a,b\n3,0,1,2,3\n7,1,2,3,4\n",
+            r"header \(line 1\) has 3 columns but the rows have 5",
+        ),
         ("3,0,1,2,3\n3,4,5,6,7\n", r"only one class \('3'\) in 2 examples"),
     ],
 )
@@ -157,8 +159,9 @@ def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
     return magic.to_bytes(4, "big") + dims + array.astype(np.uint8).tobytes()
 
 
-def make_idx(folder: Path, prefix: str, n: int, gz: bool = False, sep: str = "-", seed: int = 0,
-             size=(4, 3)):
+def make_idx(
+    folder: Path, prefix: str, n: int, gz: bool = False, sep: str = "-", seed: int = 0, size=(4, 3)
+):
     """Write ``<prefix>-images-idx3-ubyte`` (n images of `size`) and its labels (cycling 0..2)."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, *size), dtype=np.uint8)
@@ -178,8 +181,10 @@ def test_idx_folder_gives_train_then_test(tmp_path, gz, sep):
     dataset = load_idx(tmp_path)
     assert list(dataset.splits) == ["train", "test"]
     assert dataset.roles == {"train": "training", "test": "testing"}
-    for part, images, labels in [(dataset.train, train_images, train_labels),
-                                 (dataset.test, test_images, test_labels)]:
+    for part, images, labels in [
+        (dataset.train, train_images, train_labels),
+        (dataset.test, test_images, test_labels),
+    ]:
         assert part.images.shape == (len(images), 1, 4, 3)
         assert torch.equal(part.images[:, 0], torch.from_numpy(images))
         assert torch.equal(part.labels, torch.from_numpy(labels.astype(np.int64)))
@@ -192,15 +197,18 @@ def test_find_idx_files_is_ordered_and_not_recursive(tmp_path):
     make_idx(tmp_path / "sub", "train", 3)
     (tmp_path / "notes.txt").write_text("x")
     assert [p.name for p in find_idx_files(tmp_path)] == [
-        "train-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"]
+        "train-images-idx3-ubyte",
+        "t10k-images-idx3-ubyte.gz",
+    ]
     assert find_idx_files(tmp_path / "empty") == []
 
 
 def test_idx_single_file_labels_file_and_resize(tmp_path):
     images, _ = make_idx(tmp_path, "train", 6, gz=True)
     one = load_idx(tmp_path / "train-images-idx3-ubyte.gz")
-    assert list(one.splits) == ["train"] and torch.equal(one.train.images[:, 0],
-                                                         torch.from_numpy(images))
+    assert list(one.splits) == ["train"] and torch.equal(
+        one.train.images[:, 0], torch.from_numpy(images)
+    )
     via_labels = load_idx(tmp_path / "train-labels-idx1-ubyte.gz", image_size=(8, 6))
     assert via_labels.train.image_size == (8, 6) and via_labels.train.notes
 
@@ -215,8 +223,11 @@ def test_fashion_folder_gets_class_names(tmp_path):
     ("damage", "pattern"),
     [
         (lambda b: b"\x00\x00\x08\x01" + b[4:], r"magic number 0x00000801; expected 0x00000803"),
-        (lambda b: b[:-5], r"truncated: the header promises 6x4x3 values \(88 bytes\) but the "
-                           r"file has 83 bytes"),
+        (
+            lambda b: b[:-5],
+            r"truncated: the header promises 6x4x3 values \(88 bytes\) but the "
+            r"file has 83 bytes",
+        ),
         (lambda b: b + b"\x00", r"longer than its header says"),
         (lambda b: b[:10], r"10 bytes, shorter than an IDX images \(idx3\) header"),
     ],
@@ -233,12 +244,18 @@ def test_idx_label_count_mismatch_and_missing_labels(tmp_path):
     make_idx(tmp_path, "train", 6)
     labels = tmp_path / "train-labels-idx1-ubyte"
     labels.write_bytes(idx_bytes(np.array([0, 1, 2, 0, 1], dtype=np.uint8)))
-    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: 5 labels but "
-                                        r"train-images-idx3-ubyte has 6 images"):
+    with pytest.raises(
+        DataError,
+        match=r"train-labels-idx1-ubyte: 5 labels but "
+        r"train-images-idx3-ubyte has 6 images",
+    ):
         load_idx(tmp_path)
     labels.unlink()
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: no labels file beside it; "
-                                        r"expected train-labels-idx1-ubyte"):
+    with pytest.raises(
+        DataError,
+        match=r"train-images-idx3-ubyte: no labels file beside it; "
+        r"expected train-labels-idx1-ubyte",
+    ):
         load_idx(tmp_path)
 
 
@@ -282,8 +299,10 @@ def test_class_folders_grayscale(tmp_path):
 
 
 def test_omniglot_layout_and_splits(tmp_path):
-    for split, alphabets in [("images_background", ["Greek", "Latin"]),
-                             ("images_evaluation", ["Tengwar"])]:
+    for split, alphabets in [
+        ("images_background", ["Greek", "Latin"]),
+        ("images_evaluation", ["Tengwar"]),
+    ]:
         for alphabet in alphabets:
             for char in ["character01", "character02"]:
                 for k in range(2):
@@ -294,8 +313,12 @@ def test_omniglot_layout_and_splits(tmp_path):
     assert list(dataset.splits) == ["background", "evaluation"]
     assert dataset.roles["background"].startswith("training")
     bg = dataset.train
-    assert bg.classes == ["Greek/character01", "Greek/character02", "Latin/character01",
-                          "Latin/character02"]
+    assert bg.classes == [
+        "Greek/character01",
+        "Greek/character02",
+        "Latin/character01",
+        "Latin/character02",
+    ]
     assert bg.groups == ["Greek", "Greek", "Latin", "Latin"] and len(bg) == 8
     assert bg.channels == 1 and set(bg.images.unique().tolist()) == {0, 255}
     assert bg.images[1, 0, 1].tolist() == [0] * 6 and bg.images[1, 0, 0].tolist() == [255] * 6
@@ -373,8 +396,9 @@ def sample(channels: int = 1, groups: bool = True) -> LabeledImages:
     images = torch.randint(0, 256, (6, channels, 4, 5), generator=gen, dtype=torch.uint8)
     labels = torch.tensor([0, 1, 2, 2, 1, 0])
     classes = ["Greek/alpha", "Greek/beta", "Latin/a"]
-    return LabeledImages(images, labels, classes, ["Greek", "Greek", "Latin"] if groups else None,
-                         source="sample")
+    return LabeledImages(
+        images, labels, classes, ["Greek", "Greek", "Latin"] if groups else None, source="sample"
+    )
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -411,12 +435,21 @@ def test_npz_layouts_and_types(tmp_path):
 
 def test_npz_classes_by_index_and_by_name(tmp_path):
     images = np.zeros((3, 2, 2), dtype=np.uint8)
-    np.savez(tmp_path / "a.npz", images=images, labels=np.array([2, 0, 2]),
-             classes=np.array(["zebra", "ant", "cow"]))
+    np.savez(
+        tmp_path / "a.npz",
+        images=images,
+        labels=np.array([2, 0, 2]),
+        classes=np.array(["zebra", "ant", "cow"]),
+    )
     data = load_npz(tmp_path / "a.npz")
     assert data.classes == ["zebra", "ant", "cow"] and data.labels.tolist() == [2, 0, 2]
-    np.savez(tmp_path / "b.npz", images=images, labels=np.array(["cow", "zebra", "cow"]),
-             classes=np.array(["zebra", "ant", "cow"]), groups=np.array(["x", "y", "x"]))
+    np.savez(
+        tmp_path / "b.npz",
+        images=images,
+        labels=np.array(["cow", "zebra", "cow"]),
+        classes=np.array(["zebra", "ant", "cow"]),
+        groups=np.array(["x", "y", "x"]),
+    )
     data = load_npz(tmp_path / "b.npz", image_size=(4, 4))
     assert data.labels.tolist() == [2, 0, 2] and data.groups == ["x", "y", "x"]
     assert data.image_size == (4, 4)
@@ -425,25 +458,44 @@ def test_npz_classes_by_index_and_by_name(tmp_path):
 @pytest.mark.parametrize(
     ("arrays", "pattern"),
     [
-        ({"images": np.zeros((2, 3, 3))},
-         r"missing array\(s\) labels; the file has images"),
+        ({"images": np.zeros((2, 3, 3))}, r"missing array\(s\) labels; the file has images"),
         ({"x": np.zeros(2)}, r"missing array\(s\) images, labels; the file has x"),
-        ({"images": np.zeros((3, 2, 2)), "labels": np.zeros(2)},
-         r"labels have shape \[2\] but there are 3 images"),
-        ({"images": np.full((2, 2, 2), np.nan), "labels": np.arange(2)},
-         r"images hold NaN or infinite values"),
-        ({"images": np.full((2, 2, 2), 300.0), "labels": np.arange(2)},
-         r"float images range 300..300; expected 0..1 or 0..255"),
-        ({"images": np.full((2, 2, 2), -1), "labels": np.arange(2)},
-         r"images hold integers -1..-1"),
-        ({"images": np.zeros((2, 5, 2, 2)), "labels": np.arange(2)},
-         r"images have shape \[2, 5, 2, 2\]"),
-        ({"images": np.zeros((2, 2, 2)), "labels": np.arange(2), "classes": np.array(["a"])},
-         r"labels range 0..1 but there are 1 class names"),
-        ({"images": np.zeros((2, 2, 2)), "labels": np.array(["a", "q"]),
-          "classes": np.array(["a", "b"])}, r"label 'q' is not among the 2 class names"),
-        ({"images": np.zeros((2, 2, 2)), "labels": np.arange(2), "groups": np.array(["g"])},
-         r"1 groups but 2 classes"),
+        (
+            {"images": np.zeros((3, 2, 2)), "labels": np.zeros(2)},
+            r"labels have shape \[2\] but there are 3 images",
+        ),
+        (
+            {"images": np.full((2, 2, 2), np.nan), "labels": np.arange(2)},
+            r"images hold NaN or infinite values",
+        ),
+        (
+            {"images": np.full((2, 2, 2), 300.0), "labels": np.arange(2)},
+            r"float images range 300..300; expected 0..1 or 0..255",
+        ),
+        (
+            {"images": np.full((2, 2, 2), -1), "labels": np.arange(2)},
+            r"images hold integers -1..-1",
+        ),
+        (
+            {"images": np.zeros((2, 5, 2, 2)), "labels": np.arange(2)},
+            r"images have shape \[2, 5, 2, 2\]",
+        ),
+        (
+            {"images": np.zeros((2, 2, 2)), "labels": np.arange(2), "classes": np.array(["a"])},
+            r"labels range 0..1 but there are 1 class names",
+        ),
+        (
+            {
+                "images": np.zeros((2, 2, 2)),
+                "labels": np.array(["a", "q"]),
+                "classes": np.array(["a", "b"]),
+            },
+            r"label 'q' is not among the 2 class names",
+        ),
+        (
+            {"images": np.zeros((2, 2, 2)), "labels": np.arange(2), "groups": np.array(["g"])},
+            r"1 groups but 2 classes",
+        ),
     ],
 )
 def test_npz_bad_contents(tmp_path, arrays, pattern):

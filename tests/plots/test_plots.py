@@ -61,8 +61,14 @@ def test_a_failed_write_keeps_the_old_figure(tmp_path):
     path = tmp_path / "pairs.png"
     path.write_bytes(b"old")
     with pytest.raises(ArgumentError):
-        plot_predictions(images(4), images(4), torch.ones(4, dtype=torch.bool),
-                         torch.ones(2), torch.ones(2, dtype=torch.bool), path)
+        plot_predictions(
+            images(4),
+            images(4),
+            torch.ones(4, dtype=torch.bool),
+            torch.ones(2),
+            torch.ones(2, dtype=torch.bool),
+            path,
+        )
     assert path.read_bytes() == b"old"
 
 
@@ -70,8 +76,9 @@ def test_roc_and_histograms(tmp_path):
     g = torch.Generator().manual_seed(0)
     targets = torch.cat([torch.zeros(200), torch.ones(200)])
     scores = torch.randn(400, generator=g) + targets
-    width, height = png_size(plot_roc(scores, targets, 0.5, tmp_path / "roc.png",
-                                      score_name="−distance"))
+    width, height = png_size(
+        plot_roc(scores, targets, 0.5, tmp_path / "roc.png", score_name="−distance")
+    )
     assert 900 <= width <= 1400 and 350 <= height <= 600
     with pytest.raises(ArgumentError, match="both"):
         plot_roc(scores, torch.ones(400), 0.5, tmp_path / "bad.png")
@@ -82,8 +89,9 @@ def test_embedding_map_marks_unseen_classes(tmp_path):
     labels = torch.arange(6).repeat_interleave(15)
     emb = torch.randn(6, 8, generator=g)[labels] + 0.3 * torch.randn(90, 8, generator=g)
     seen = [True, True, True, True, False, False]
-    path = plot_embedding_map(emb, labels, list("abcdef"), seen, tmp_path / "map.png",
-                              method="tsne")
+    path = plot_embedding_map(
+        emb, labels, list("abcdef"), seen, tmp_path / "map.png", method="tsne"
+    )
     assert png_size(path)[0] >= 700
     with pytest.raises(ArgumentError, match="umap|method"):
         plot_embedding_map(emb, labels, list("abcdef"), seen, tmp_path / "m.png", method="pca")
@@ -101,29 +109,42 @@ def test_points_are_subsampled_to_at_most_20_classes_with_unseen_ones():
 
 def test_episodes(tmp_path):
     scores = torch.tensor([[0.9, 0.1, 0.2], [0.3, 0.8, 0.1]])
-    path = plot_episodes(images(2), images(6).view(2, 3, 1, 28, 28), scores,
-                         torch.tensor([0, 2]), tmp_path / "ep.png",
-                         class_names=[["a", "b", "Greek/character03"]] * 2)
+    path = plot_episodes(
+        images(2),
+        images(6).view(2, 3, 1, 28, 28),
+        scores,
+        torch.tensor([0, 2]),
+        tmp_path / "ep.png",
+        class_names=[["a", "b", "Greek/character03"]] * 2,
+    )
     width, height = png_size(path)
     assert 500 <= width <= 1600 and 250 <= height <= 1000
     assert short_name("Greek/character03") == "character03"
     assert len(short_name("a-very-long-class-name")) == 12
     with pytest.raises(ArgumentError, match="at most 10 ways"):
-        plot_episodes(images(1), images(11).view(1, 11, 1, 28, 28), torch.rand(1, 11),
-                      torch.tensor([0]), tmp_path / "wide.png")
+        plot_episodes(
+            images(1),
+            images(11).view(1, 11, 1, 28, 28),
+            torch.rand(1, 11),
+            torch.tensor([0]),
+            tmp_path / "wide.png",
+        )
 
 
 def test_evaluation_figures_of_a_checkpoint(tmp_path):
     torch.manual_seed(0)
     spec = ModelSpec(model="seed-cnn", loss="bce")
-    meta = {"model_spec": spec.to_dict(), "classes": ["0", "1", "2", "3", "4", "5"],
-            "unseen_classes": ["6", "7", "8", "9"], "threshold": 0.5,
-            "training_args": {"data": "digits"}}
+    meta = {
+        "model_spec": spec.to_dict(),
+        "classes": ["0", "1", "2", "3", "4", "5"],
+        "unseen_classes": ["6", "7", "8", "9"],
+        "threshold": 0.5,
+        "training_args": {"data": "digits"},
+    }
     save_checkpoint(tmp_path / "m.pt", build_model(spec), meta)
     ckpt = load_checkpoint(tmp_path / "m.pt")
     dataset = load_dataset("digits")
-    evaluation = evaluate_checkpoint(ckpt, dataset, pairs=500, ways=[4], shots=[1],
-                                     episodes=50)
+    evaluation = evaluate_checkpoint(ckpt, dataset, pairs=500, ways=[4], shots=[1], episodes=50)
     paths = evaluation_figures(ckpt, dataset, evaluation, tmp_path / "figs", max_points=150)
     names = [p.name for p in paths]
     assert names == ["pairs.png", "predictions.png", "roc.png", "embeddings.png", "episodes.png"]

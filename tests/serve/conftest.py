@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from service_process import MAX_UPLOAD_BYTES, Service, ShapeFiles, make_shape_files
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from service_process import Service, ShapeFiles
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -15,6 +15,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from siamnet.checkpoint import load_checkpoint
+from siamnet.images import read_image
+from siamnet.infer import compare
+from siamnet.serve.service import ModelService
+
 from service_process import (
     MAX_UPLOAD_BYTES,
     SHAPES,
@@ -23,11 +29,6 @@ from service_process import (
     ShapeFiles,
     first_support_image,
 )
-
-from siamnet.checkpoint import load_checkpoint
-from siamnet.images import read_image
-from siamnet.infer import compare
-from siamnet.serve.service import ModelService
 
 
 def upload(path: Path, name: str | None = None) -> tuple[str, bytes, str]:

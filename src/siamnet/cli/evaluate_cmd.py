@@ -33,18 +33,35 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     )
     add_checkpoint_and_data(p)
     p.add_argument("--pairs", type=int, default=10000, help="fixed verification pairs")
-    p.add_argument("--ways", nargs="+", default=["5", "10", "20"], metavar="N",
-                   help="N of N-way episodes, capped at the evaluation classes (default: 5 10 "
-                   f"20){NO_DEFAULT}")
-    p.add_argument("--shots", nargs="+", default=["1", "5"], metavar="K",
-                   help=f"K support images per class (default: 1 5){NO_DEFAULT}")
+    p.add_argument(
+        "--ways",
+        nargs="+",
+        default=["5", "10", "20"],
+        metavar="N",
+        help="N of N-way episodes, capped at the evaluation classes (default: 5 10 "
+        f"20){NO_DEFAULT}",
+    )
+    p.add_argument(
+        "--shots",
+        nargs="+",
+        default=["1", "5"],
+        metavar="K",
+        help=f"K support images per class (default: 1 5){NO_DEFAULT}",
+    )
     p.add_argument("--queries", type=int, default=1, help="query images per class and episode")
     p.add_argument("--episodes", type=int, default=1000, help="episodes per N and K")
     p.add_argument("--seed", type=int, default=0, help="seed of the pairs and episodes")
-    p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE "
-                   f"('-': print only JSON to stdout){NO_DEFAULT}")
-    p.add_argument("--figures", metavar="DIR", help="write pairs, predictions, roc, embeddings "
-                   f"and episodes figures (PNG) into DIR{NO_DEFAULT}")
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        help=f"also write the report as JSON to FILE ('-': print only JSON to stdout){NO_DEFAULT}",
+    )
+    p.add_argument(
+        "--figures",
+        metavar="DIR",
+        help="write pairs, predictions, roc, embeddings "
+        f"and episodes figures (PNG) into DIR{NO_DEFAULT}",
+    )
     add_quiet(p)
     p.epilog = (
         "Evaluation classes: --eval-classes if given, else the data's classes the checkpoint\n"
@@ -65,15 +82,25 @@ def register_calibrate(subparsers: argparse._SubParsersAction) -> None:
         "  siamnet calibrate runs/digits/best.pt --data digits --best-accuracy",
     )
     add_checkpoint_and_data(p, eval_classes=False)
-    p.add_argument("--target-far", type=float, metavar="RATE",
-                   help="the lowest threshold whose false-accept rate is at most RATE "
-                   f"(default: 0.01 unless --best-accuracy){NO_DEFAULT}")
-    p.add_argument("--best-accuracy", action="store_true",
-                   help="the threshold of the highest accuracy (instead of --target-far)")
+    p.add_argument(
+        "--target-far",
+        type=float,
+        metavar="RATE",
+        help="the lowest threshold whose false-accept rate is at most RATE "
+        f"(default: 0.01 unless --best-accuracy){NO_DEFAULT}",
+    )
+    p.add_argument(
+        "--best-accuracy",
+        action="store_true",
+        help="the threshold of the highest accuracy (instead of --target-far)",
+    )
     p.add_argument("--pairs", type=int, default=10000, help="calibration pairs")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration pairs")
-    p.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE "
-                   f"('-': print only JSON to stdout){NO_DEFAULT}")
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        help=f"also write the result as JSON to FILE ('-': print only JSON to stdout){NO_DEFAULT}",
+    )
     add_quiet(p)
     p.epilog = (
         "Calibration pairs come from the examples training held out for validation, rebuilt\n"
@@ -98,13 +125,18 @@ def add_checkpoint_and_data(p: argparse.ArgumentParser, eval_classes: bool = Tru
     """CKPT, ``--data``, ``--device`` (and ``--eval-classes``), shared with ``siamnet plot``."""
     one_line_errors(p)
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
-    p.add_argument("--data", metavar="SPEC",
-                   help="data set name or path (default: the data the checkpoint was trained "
-                   f"on){NO_DEFAULT}")
+    p.add_argument(
+        "--data",
+        metavar="SPEC",
+        help=f"data set name or path (default: the data the checkpoint was trained on){NO_DEFAULT}",
+    )
     if eval_classes:
-        p.add_argument("--eval-classes", metavar="NAMES",
-                       help="comma-separated classes to evaluate on (default: the classes not "
-                       f"seen in training){NO_DEFAULT}")
+        p.add_argument(
+            "--eval-classes",
+            metavar="NAMES",
+            help="comma-separated classes to evaluate on (default: the classes not "
+            f"seen in training){NO_DEFAULT}",
+        )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
 
@@ -163,8 +195,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     eval_classes = parse_name_list(args.eval_classes)
     ckpt, dataset = load_inputs(args)
     evaluation = evaluate_checkpoint(
-        ckpt, dataset, eval_classes=eval_classes, pairs=args.pairs, ways=ways, shots=shots,
-        queries=args.queries, episodes=args.episodes, seed=args.seed,
+        ckpt,
+        dataset,
+        eval_classes=eval_classes,
+        pairs=args.pairs,
+        ways=ways,
+        shots=shots,
+        queries=args.queries,
+        episodes=args.episodes,
+        seed=args.seed,
     )
     report = evaluation.report
     if args.figures:
@@ -192,8 +231,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
         target_far = 0.01
     ckpt, dataset = load_inputs(args)
     result = calibrate_checkpoint(
-        ckpt, dataset, target_far=target_far, best_accuracy=args.best_accuracy,
-        pairs=args.pairs, seed=args.seed,
+        ckpt,
+        dataset,
+        target_far=target_far,
+        best_accuracy=args.best_accuracy,
+        pairs=args.pairs,
+        seed=args.seed,
     )
     if args.json:
         write_json(args.json, result)

@@ -24,26 +24,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     one_line_errors(p)
     p.add_argument("kind", choices=KINDS, metavar="KIND", help=f"one of {', '.join(KINDS)}")
-    p.add_argument("source", nargs="?", metavar="CKPT_OR_RUN",
-                   help="a checkpoint file or run folder (optional for pairs; a run folder "
-                   f"for curves){NO_DEFAULT}")
-    p.add_argument("--data", metavar="SPEC",
-                   help="data set name or path (default: the data the checkpoint was trained "
-                   f"on){NO_DEFAULT}")
-    p.add_argument("--out", required=True, metavar="FILE.png",
-                   help=f"where to write the PNG (required){NO_DEFAULT}")
-    p.add_argument("--eval-classes", metavar="NAMES",
-                   help="comma-separated classes to draw from (default: classes not seen in "
-                   f"training, as evaluate chooses){NO_DEFAULT}")
+    p.add_argument(
+        "source",
+        nargs="?",
+        metavar="CKPT_OR_RUN",
+        help="a checkpoint file or run folder (optional for pairs; a run folder "
+        f"for curves){NO_DEFAULT}",
+    )
+    p.add_argument(
+        "--data",
+        metavar="SPEC",
+        help=f"data set name or path (default: the data the checkpoint was trained on){NO_DEFAULT}",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE.png",
+        help=f"where to write the PNG (required){NO_DEFAULT}",
+    )
+    p.add_argument(
+        "--eval-classes",
+        metavar="NAMES",
+        help="comma-separated classes to draw from (default: classes not seen in "
+        f"training, as evaluate chooses){NO_DEFAULT}",
+    )
     p.add_argument("--count", type=int, default=10, help="pairs shown (pairs, predictions)")
-    p.add_argument("--threshold", type=float,
-                   help=f"'same' at or above this score (default: the checkpoint's){NO_DEFAULT}")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help=f"'same' at or above this score (default: the checkpoint's){NO_DEFAULT}",
+    )
     p.add_argument("--pairs", type=int, default=10000, help="pairs behind the ROC curve")
     p.add_argument("--ways", type=int, default=5, help="N of the episodes (at most 10)")
     p.add_argument("--episodes", type=int, default=4, help="episodes shown (at most 6)")
     p.add_argument("--points", type=int, default=2000, help="at most this many embeddings")
-    p.add_argument("--method", default="auto", choices=("auto", "tsne", "umap"),
-                   help="2-D map of embeddings (auto: UMAP when installed, else t-SNE)")
+    p.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", "tsne", "umap"),
+        help="2-D map of embeddings (auto: UMAP when installed, else t-SNE)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the pairs, episodes and points")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     add_quiet(p)
@@ -95,11 +115,16 @@ def _curves(args: argparse.Namespace, out: Path) -> int:
     if args.source is None:
         raise ArgumentError("plot curves: give a run folder (or its metrics.csv)")
     source = Path(args.source)
-    metrics = source if source.suffix == ".csv" else (
-        source / "metrics.csv" if source.is_dir() else source.parent / "metrics.csv")
+    metrics = (
+        source
+        if source.suffix == ".csv"
+        else (source / "metrics.csv" if source.is_dir() else source.parent / "metrics.csv")
+    )
     if not metrics.is_file():
-        raise ArgumentError(f"plot curves {args.source}: no metrics.csv there (a run folder "
-                            "written by 'siamnet train' has one)")
+        raise ArgumentError(
+            f"plot curves {args.source}: no metrics.csv there (a run folder "
+            "written by 'siamnet train' has one)"
+        )
     plot_training_curves(metrics, out)
     print(out)
     return 0

@@ -21,32 +21,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "  torchrun --nproc_per_node=2 -m siamnet train --out runs/ddp   # data-parallel",
     )
     d = p.add_argument_group("data")
-    d.add_argument("--data", help="data SPEC: digits, mnist, fashion-mnist, omniglot, or a path "
-                   "(default: digits with classes 6,7,8,9 held out)")
+    d.add_argument(
+        "--data",
+        help="data SPEC: digits, mnist, fashion-mnist, omniglot, or a path "
+        "(default: digits with classes 6,7,8,9 held out)",
+    )
     d.add_argument("--test-data", help="a separate test SPEC (e.g. the post's mnist_test.csv)")
-    d.add_argument("--eval-classes", type=parse_name_list,
-                   help="comma-separated class names held out of training for one-shot testing")
+    d.add_argument(
+        "--eval-classes",
+        type=parse_name_list,
+        help="comma-separated class names held out of training for one-shot testing",
+    )
     d.add_argument("--eval-fraction", type=float, help="fraction of classes held out (seeded)")
     d.add_argument("--image-size", type=parse_image_size, help="HxW to resize images to")
     m = p.add_argument_group("model and objective")
-    m.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe; flags override it "
-                   "(seed: the blog post exactly; koch: Koch et al. 2015)")
+    m.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named recipe; flags override it "
+        "(seed: the blog post exactly; koch: Koch et al. 2015)",
+    )
     m.add_argument("--model", help="seed-cnn, koch, conv4 or resnet18")
     m.add_argument("--loss", choices=["bce", "contrastive", "triplet", "proto"])
     m.add_argument("--margin", type=float, help="margin of contrastive/triplet loss")
-    m.add_argument("--mining", choices=["semihard", "hard"], default="semihard",
-                   help="triplet negatives mined in each batch")
+    m.add_argument(
+        "--mining",
+        choices=["semihard", "hard"],
+        default="semihard",
+        help="triplet negatives mined in each batch",
+    )
     m.add_argument("--examples-per-class", type=int, default=4, help="K of triplet P×K batches")
     m.add_argument("--ways", type=int, default=20, help="classes per training episode (proto)")
     m.add_argument("--shots", type=int, default=1, help="support images per class (proto)")
     m.add_argument("--queries", type=int, default=5, help="query images per class (proto)")
-    m.add_argument("--rotate-classes", action=argparse.BooleanOptionalAction,
-                   help="add each training class rotated by 90, 180 and 270 degrees as three new "
-                   "classes (the Omniglot practice; on in the default recipe)")
-    m.add_argument("--temperature", choices=["learned", "fixed"], default="learned",
-                   help="proto: a learned or a fixed (1) softmax temperature")
-    m.add_argument("--normalize", choices=["raw", "unit", "standard"],
-                   help="input scaling: raw 0..255, unit 0..1, standard per-channel mean/std")
+    m.add_argument(
+        "--rotate-classes",
+        action=argparse.BooleanOptionalAction,
+        help="add each training class rotated by 90, 180 and 270 degrees as three new "
+        "classes (the Omniglot practice; on in the default recipe)",
+    )
+    m.add_argument(
+        "--temperature",
+        choices=["learned", "fixed"],
+        default="learned",
+        help="proto: a learned or a fixed (1) softmax temperature",
+    )
+    m.add_argument(
+        "--normalize",
+        choices=["raw", "unit", "standard"],
+        help="input scaling: raw 0..255, unit 0..1, standard per-channel mean/std",
+    )
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int)
     o.add_argument("--steps-per-epoch", type=int)
@@ -56,21 +80,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     o.add_argument("--momentum", type=float, help="SGD momentum")
     o.add_argument("--weight-decay", type=float)
     o.add_argument("--schedule", help="none, cosine, step or exp:GAMMA (per epoch)")
-    o.add_argument("--augment", choices=["none", "affine"],
-                   help="random affine distortions on the device (Koch et al.)")
-    o.add_argument("--patience", type=int,
-                   help="stop after this many epochs without better validation one-shot accuracy")
+    o.add_argument(
+        "--augment",
+        choices=["none", "affine"],
+        help="random affine distortions on the device (Koch et al.)",
+    )
+    o.add_argument(
+        "--patience",
+        type=int,
+        help="stop after this many epochs without better validation one-shot accuracy",
+    )
     r = p.add_argument_group("run")
     r.add_argument("--out", default="runs/default", help="run folder")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from last.pt")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    r.add_argument("--workers", type=int, default=0,
-                   help="CPU threads for computation (0: PyTorch's default); batches are drawn "
-                        "on tensors in the training process, so no loader workers are needed")
-    r.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
-                   help="mixed precision (auto: bf16 on CUDA, off elsewhere)")
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="CPU threads for computation (0: PyTorch's default); batches are drawn "
+        "on tensors in the training process, so no loader workers are needed",
+    )
+    r.add_argument(
+        "--amp",
+        choices=["auto", "off", "bf16", "fp16"],
+        default="auto",
+        help="mixed precision (auto: bf16 on CUDA, off elsewhere)",
+    )
     r.add_argument("--compile", action="store_true", help="torch.compile the model")
     r.add_argument("--json", action="store_true", help="print the final summary as JSON")
     add_quiet(r)
@@ -94,17 +132,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_summary(s: dict) -> str:
-    lines = [f"run: {s['run']} (best epoch {s['best_epoch']} of {s['epochs_run']}, "
-             f"{s['train_seconds']:.0f}s training, {s['images_seen']} images seen)"]
+    lines = [
+        f"run: {s['run']} (best epoch {s['best_epoch']} of {s['epochs_run']}, "
+        f"{s['train_seconds']:.0f}s training, {s['images_seen']} images seen)"
+    ]
     if "test_pair_acc" in s:
-        lines.append(f"test pair accuracy (test split, classes {s['test_classes']}): "
-                     f"{s['test_pair_acc']:.4f}"
-                     f"  ROC AUC {s['test_auc']:.4f}")
+        lines.append(
+            f"test pair accuracy (test split, classes {s['test_classes']}): "
+            f"{s['test_pair_acc']:.4f}"
+            f"  ROC AUC {s['test_auc']:.4f}"
+        )
     if "oneshot" in s:
         o = s["oneshot"]
+        unseen = s["unseen_classes"]
         lines.append(
             f"{o['ways']}-way one-shot accuracy on unseen classes "
-            f"({', '.join(s['unseen_classes'][:10])}{' ...' if len(s['unseen_classes']) > 10 else ''}"
+            f"({', '.join(unseen[:10])}{' ...' if len(unseen) > 10 else ''}"
             f"): {o['accuracy']:.4f} ± {o['ci95']:.4f} (95% CI, {o['episodes']} episodes; "
             f"chance {1 / o['ways']:.3f})"
         )

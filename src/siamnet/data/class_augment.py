@@ -12,7 +12,9 @@ import torch
 from siamnet.data.labeled import LabeledImages
 
 
-def with_rotated_classes(data: LabeledImages, quarter_turns: tuple[int, ...] = (1, 2, 3)) -> LabeledImages:
+def with_rotated_classes(
+    data: LabeledImages, quarter_turns: tuple[int, ...] = (1, 2, 3)
+) -> LabeledImages:
     """`data` plus, for each k in `quarter_turns`, every image rotated by k·90° as a new class
     named ``"<class>@<k·90>"``. ``[N, C, H, W]`` -> ``[N·(1+len(quarter_turns)), C, H, W]``;
     square images only (else rotations change the shape)."""

@@ -47,24 +47,16 @@ BASE_URLS = {
 #: are known by the MD5 sums torchvision checks.
 CHECKSUMS: dict[str, dict[str, str]] = {
     "mnist": {
-        "train-images-idx3-ubyte.gz":
-            "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-        "train-labels-idx1-ubyte.gz":
-            "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-        "t10k-images-idx3-ubyte.gz":
-            "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-        "t10k-labels-idx1-ubyte.gz":
-            "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        "train-images-idx3-ubyte.gz": "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
     },
     "fashion-mnist": {
-        "train-images-idx3-ubyte.gz":
-            "sha256:3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-        "train-labels-idx1-ubyte.gz":
-            "sha256:a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-        "t10k-images-idx3-ubyte.gz":
-            "sha256:346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-        "t10k-labels-idx1-ubyte.gz":
-            "sha256:67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        "train-images-idx3-ubyte.gz": "sha256:3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "train-labels-idx1-ubyte.gz": "sha256:a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "t10k-images-idx3-ubyte.gz": "sha256:346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "t10k-labels-idx1-ubyte.gz": "sha256:67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
     },
     "omniglot": {
         "images_background.zip": "md5:68d2efa1b9178cc56df9314c21c6e718",
@@ -194,8 +186,9 @@ def _stream(
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            with progress(total=total, desc=label, unit="B", unit_scale=True,
-                          unit_divisor=1024) as bar:
+            with progress(
+                total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024
+            ) as bar:
                 while chunk := response.read(_CHUNK):
                     fh.write(chunk)
                     hasher.update(chunk)
@@ -210,8 +203,9 @@ def _stream(
             f"{url}: download cut short after {size + len(exc.partial):,} bytes; run it again"
         ) from exc
     except (OSError, http.client.HTTPException) as exc:
-        raise DataError(f"{url}: download failed after {size:,} bytes ({exc}); run it again") \
-            from exc
+        raise DataError(
+            f"{url}: download failed after {size:,} bytes ({exc}); run it again"
+        ) from exc
     return hasher.hexdigest(), size, total
 
 
@@ -261,8 +255,7 @@ def extract_zip(archive: Path, dest: Path) -> Path:
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise DataError(f"{archive}: cannot extract this zip archive ({exc})") from exc
         top = [p for p in tmp.iterdir() if p.name != "__MACOSX"]
-        source = top[0] if len(top) == 1 and top[0].is_dir() and top[0].name == final.name \
-            else tmp
+        source = top[0] if len(top) == 1 and top[0].is_dir() and top[0].name == final.name else tmp
         os.replace(source, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

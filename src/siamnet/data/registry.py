@@ -65,8 +65,10 @@ def single_split(name: str, data: LabeledImages) -> Dataset:
 def load_dataset(spec: str, image_size: tuple[int, int] | None = None) -> Dataset:
     """Load SPEC (a built-in name or a path); `image_size` ``(H, W)`` resizes every image."""
     if spec is None or not str(spec).strip():
-        raise DataError("empty data SPEC: give a built-in name (digits, mnist, fashion-mnist, "
-                        "omniglot) or a path")
+        raise DataError(
+            "empty data SPEC: give a built-in name (digits, mnist, fashion-mnist, "
+            "omniglot) or a path"
+        )
     spec = str(spec)
     key = spec.lower()
     path = Path(os.path.expanduser(spec))

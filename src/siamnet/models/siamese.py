@@ -14,7 +14,12 @@ from siamnet.models.backbones import build_backbone
 from siamnet.models.heads import PairHead, build_head
 
 #: The head each loss trains.
-HEAD_FOR_LOSS = {"bce": "l1", "contrastive": "euclidean", "triplet": "euclidean", "proto": "euclidean"}
+HEAD_FOR_LOSS = {
+    "bce": "l1",
+    "contrastive": "euclidean",
+    "triplet": "euclidean",
+    "proto": "euclidean",
+}
 
 
 class Normalizer(nn.Module):

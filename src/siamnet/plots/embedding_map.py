@@ -34,8 +34,10 @@ def project_2d(
         method = "umap" if umap_available() else "tsne"
     if method == "umap":
         if not umap_available():
-            raise ArgumentError("--method umap: the umap package is not installed "
-                                "(pip install umap-learn), use --method tsne")
+            raise ArgumentError(
+                "--method umap: the umap package is not installed "
+                "(pip install umap-learn), use --method tsne"
+            )
         import umap
 
         return umap.UMAP(n_components=2, random_state=seed).fit_transform(x), "UMAP"
@@ -46,8 +48,7 @@ def project_2d(
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
     # 500 iterations (250 of them early exaggeration) settle the map of 2,000 points and
     # take half the time of the default 1,000.
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-                max_iter=500)
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=500)
     return tsne.fit_transform(x), "t-SNE"
 
 
@@ -62,7 +63,8 @@ def choose_classes(
     take_seen = min(len(seen_ids), max(max_classes // 2, max_classes - len(unseen_ids)))
     take_unseen = min(len(unseen_ids), max_classes - take_seen)
     return [
-        ids[i] for ids, k in ((seen_ids, take_seen), (unseen_ids, take_unseen))
+        ids[i]
+        for ids, k in ((seen_ids, take_seen), (unseen_ids, take_unseen))
         for i in sorted(torch.randperm(len(ids), generator=g)[:k].tolist())
     ]
 
@@ -117,18 +119,37 @@ def plot_embedding_map(
     for i, c in enumerate(classes):
         at = lab == c
         marker = SEEN_MARKER if seen[c] else UNSEEN_MARKER
-        style = {"facecolors": "none", "edgecolors": cmap(i % cmap.N)} if seen[c] else {
-            "c": [cmap(i % cmap.N)]}
+        style = (
+            {"facecolors": "none", "edgecolors": cmap(i % cmap.N)}
+            if seen[c]
+            else {"c": [cmap(i % cmap.N)]}
+        )
         tag = "" if seen[c] else " (unseen)"
-        ax.scatter(xy[at, 0], xy[at, 1], s=22, marker=marker, linewidths=1.1,
-                   label=f"{class_names[c]}{tag}", **style)
+        ax.scatter(
+            xy[at, 0],
+            xy[at, 1],
+            s=22,
+            marker=marker,
+            linewidths=1.1,
+            label=f"{class_names[c]}{tag}",
+            **style,
+        )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlabel(f"{used} 1")
     ax.set_ylabel(f"{used} 2")
     n_seen = sum(1 for c in classes if seen[c])
-    ax.set_title(title or f"{used} map of {len(index):,} embeddings: {n_seen} training classes "
-                 f"(○), {len(classes) - n_seen} unseen classes (×)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="class",
-              markerscale=1.4, frameon=False)
+    ax.set_title(
+        title
+        or f"{used} map of {len(index):,} embeddings: {n_seen} training classes "
+        f"(○), {len(classes) - n_seen} unseen classes (×)"
+    )
+    ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        title="class",
+        markerscale=1.4,
+        frameon=False,
+    )
     return save_figure(fig, path)

@@ -48,15 +48,26 @@ def shown_pairs(labels: torch.Tensor, count: int, seed: int) -> tuple[torch.Tens
     return left[order], right[order], target[order] > 0.5
 
 
-def pairs_figure(data: LabeledImages, path: str | os.PathLike[str], count: int = 10,
-                 seed: int = 0, title: str | None = None) -> Path:
+def pairs_figure(
+    data: LabeledImages,
+    path: str | os.PathLike[str],
+    count: int = 10,
+    seed: int = 0,
+    title: str | None = None,
+) -> Path:
     """Pairs of `data` as the blog post's first figure: left images above right images."""
     left, right, same = shown_pairs(data.labels, count, seed)
     return plot_pairs(data.images[left], data.images[right], same, path, title=title)
 
 
-def predictions_figure(ckpt: Checkpoint, data: LabeledImages, path: str | os.PathLike[str],
-                       count: int = 10, seed: int = 0, threshold: float | None = None) -> Path:
+def predictions_figure(
+    ckpt: Checkpoint,
+    data: LabeledImages,
+    path: str | os.PathLike[str],
+    count: int = 10,
+    seed: int = 0,
+    threshold: float | None = None,
+) -> Path:
     """The model's verdict on pairs of `data` at `threshold` (default: the checkpoint's)."""
     t = ckpt.threshold if threshold is None else float(threshold)
     left, right, same = shown_pairs(data.labels, count, seed)
@@ -65,12 +76,19 @@ def predictions_figure(ckpt: Checkpoint, data: LabeledImages, path: str | os.Pat
     with torch.no_grad():
         scores = model.score(data.images[left].to(device), data.images[right].to(device)).cpu()
     title = f"{ckpt.spec.model} / {ckpt.spec.head}: predictions at threshold {t:.3g}"
-    return plot_predictions(data.images[left], data.images[right], same, scores, scores >= t,
-                            path, title=title)
+    return plot_predictions(
+        data.images[left], data.images[right], same, scores, scores >= t, path, title=title
+    )
 
 
-def roc_figure(ckpt: Checkpoint, data: LabeledImages, path: str | os.PathLike[str],
-               pairs: int = 10000, seed: int = 0, evaluation: Evaluation | None = None) -> Path:
+def roc_figure(
+    ckpt: Checkpoint,
+    data: LabeledImages,
+    path: str | os.PathLike[str],
+    pairs: int = 10000,
+    seed: int = 0,
+    evaluation: Evaluation | None = None,
+) -> Path:
     """ROC curve and score histograms of `pairs` fixed pairs of `data` (or of `evaluation`'s
     verification pairs) at the checkpoint's threshold."""
     if evaluation is not None:
@@ -79,12 +97,24 @@ def roc_figure(ckpt: Checkpoint, data: LabeledImages, path: str | os.PathLike[st
         emb = embed_images(ckpt.model, data.images)
         _, _, targets, scores = verification_pairs(ckpt.model, emb, data.labels, pairs, seed)
     head = ckpt.spec.head
-    return plot_roc(scores, targets, ckpt.threshold, path, score_name=SCORE_AXIS.get(head, head),
-                    title=f"{ckpt.spec.model} / {head} on {len(targets):,} pairs")
+    return plot_roc(
+        scores,
+        targets,
+        ckpt.threshold,
+        path,
+        score_name=SCORE_AXIS.get(head, head),
+        title=f"{ckpt.spec.model} / {head} on {len(targets):,} pairs",
+    )
 
 
-def embeddings_figure(ckpt: Checkpoint, dataset: Dataset, path: str | os.PathLike[str],
-                      max_points: int = MAX_POINTS, method: str = "auto", seed: int = 0) -> Path:
+def embeddings_figure(
+    ckpt: Checkpoint,
+    dataset: Dataset,
+    path: str | os.PathLike[str],
+    max_points: int = MAX_POINTS,
+    method: str = "auto",
+    seed: int = 0,
+) -> Path:
     """A 2-D map of the embeddings of every split of `dataset`, training classes as circles
     and unseen classes as crosses (at most `max_points` points of 20 classes)."""
     if max_points < 5:
@@ -96,12 +126,26 @@ def embeddings_figure(ckpt: Checkpoint, dataset: Dataset, path: str | os.PathLik
     seen = [c in trained for c in data.classes]
     index = choose_points(data.labels, seen, max_points, seed=seed)
     emb = embed_images(ckpt.model, data.images[index])
-    return plot_embedding_map(emb, data.labels[index], data.classes, seen, path,
-                              method=method, max_points=len(index), seed=seed)
+    return plot_embedding_map(
+        emb,
+        data.labels[index],
+        data.classes,
+        seen,
+        path,
+        method=method,
+        max_points=len(index),
+        seed=seed,
+    )
 
 
-def episodes_figure(ckpt: Checkpoint, data: LabeledImages, path: str | os.PathLike[str],
-                    ways: int = 5, episodes: int = 4, seed: int = 0) -> Path:
+def episodes_figure(
+    ckpt: Checkpoint,
+    data: LabeledImages,
+    path: str | os.PathLike[str],
+    ways: int = 5,
+    episodes: int = 4,
+    seed: int = 0,
+) -> Path:
     """`episodes` one-shot `ways`-way episodes of `data` (ways capped at its classes and at 10)
     with the model's class scores, its choice and the right answer."""
     ways = min(int(ways), data.num_classes, MAX_WAYS)
@@ -121,14 +165,24 @@ def episodes_figure(ckpt: Checkpoint, data: LabeledImages, path: str | os.PathLi
         scores = model.head.to_score(batched_pairwise(model.head, q, s))[:, 0, :].cpu()
     names = [[data.classes[int(c)] for c in row] for row in ep.classes]
     return plot_episodes(
-        data.images[query], data.images[ep.support], scores, pick, path, class_names=names,
+        data.images[query],
+        data.images[ep.support],
+        scores,
+        pick,
+        path,
+        class_names=names,
         title=f"{ways}-way one-shot episodes ({ckpt.spec.model} / {ckpt.spec.head})",
     )
 
 
-def evaluation_figures(ckpt: Checkpoint, dataset: Dataset, evaluation: Evaluation,
-                       folder: str | os.PathLike[str], seed: int = 0,
-                       max_points: int = MAX_POINTS) -> list[Path]:
+def evaluation_figures(
+    ckpt: Checkpoint,
+    dataset: Dataset,
+    evaluation: Evaluation,
+    folder: str | os.PathLike[str],
+    seed: int = 0,
+    max_points: int = MAX_POINTS,
+) -> list[Path]:
     """Every figure of an evaluation into `folder`: pairs, predictions, roc, embeddings and
     episodes (PNG), drawn from the evaluation's own data and pairs."""
     out = Path(folder)
@@ -141,4 +195,3 @@ def evaluation_figures(ckpt: Checkpoint, dataset: Dataset, evaluation: Evaluatio
         embeddings_figure(ckpt, dataset, out / "embeddings.png", max_points, seed=seed),
         episodes_figure(ckpt, data, out / "episodes.png", ways=ways, seed=seed),
     ]
-

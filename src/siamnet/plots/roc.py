@@ -37,8 +37,14 @@ def draw_roc(ax: Axes, scores: torch.Tensor, targets: torch.Tensor, threshold: f
     predicted = s >= threshold
     far = float((predicted & ~y).sum() / (~y).sum())
     tar = float((predicted & y).sum() / y.sum())
-    ax.plot([far], [tar], "o", color="tab:red", ms=8,
-            label=f"threshold {threshold:.3g}: FAR {far:.3f}, FRR {1 - tar:.3f}")
+    ax.plot(
+        [far],
+        [tar],
+        "o",
+        color="tab:red",
+        ms=8,
+        label=f"threshold {threshold:.3g}: FAR {far:.3f}, FRR {1 - tar:.3f}",
+    )
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_xlabel("false-accept rate (different pairs called same)")

@@ -91,8 +91,9 @@ def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     out = torch.empty((images.shape[0], images.shape[1], *size), dtype=torch.uint8)
     for start in range(0, images.shape[0], _RESIZE_CHUNK):
         chunk = images[start : start + _RESIZE_CHUNK].float()
-        resized = F.interpolate(chunk, size=size, mode="bilinear", align_corners=False,
-                                antialias=True)
+        resized = F.interpolate(
+            chunk, size=size, mode="bilinear", align_corners=False, antialias=True
+        )
         out[start : start + _RESIZE_CHUNK] = resized.round_().clamp_(0, 255).to(torch.uint8)
     return out
 

@@ -38,21 +38,28 @@ def load_digits(image_size: tuple[int, int] | None = None):
     if image_size is not None:
         images = resize_images(images, tuple(image_size))
     train_idx, test_idx = train_test_split(
-        np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels.numpy(),
+        np.arange(len(labels)),
+        test_size=TEST_FRACTION,
+        stratify=labels.numpy(),
         random_state=SPLIT_SEED,
     )
     classes = [str(i) for i in range(10)]
-    notes = ("8x8 scikit-learn digits scaled 0..16 -> 0..255 and resized to "
-             f"{images.shape[2]}x{images.shape[3]}",)
+    notes = (
+        "8x8 scikit-learn digits scaled 0..16 -> 0..255 and resized to "
+        f"{images.shape[2]}x{images.shape[3]}",
+    )
 
     def part(index: np.ndarray) -> LabeledImages:
         idx = torch.from_numpy(np.sort(index))
-        return LabeledImages(images[idx].contiguous(), labels[idx], classes,
-                             source="digits", notes=notes)
+        return LabeledImages(
+            images[idx].contiguous(), labels[idx], classes, source="digits", notes=notes
+        )
 
     return Dataset(
         "digits",
         {"train": part(train_idx), "test": part(test_idx)},
-        {"train": "training (75%, stratified, fixed seed)",
-         "test": "testing (25%, stratified, fixed seed)"},
+        {
+            "train": "training (75%, stratified, fixed seed)",
+            "test": "testing (25%, stratified, fixed seed)",
+        },
     )

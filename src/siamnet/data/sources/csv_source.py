@@ -230,7 +230,11 @@ def _parse_float_block(
     """float64 ``[B, ncols-1]``; a cell that is no number at all is an error naming it."""
     try:
         return np.loadtxt(
-            block, delimiter=",", dtype=np.float64, comments=None, usecols=range(1, ncols),
+            block,
+            delimiter=",",
+            dtype=np.float64,
+            comments=None,
+            usecols=range(1, ncols),
             ndmin=2,
         )
     except ValueError:

@@ -58,9 +58,7 @@ _LAYOUTS = (
 )
 
 
-def load_folder(
-    path: str | os.PathLike[str], image_size: tuple[int, int] | None = None
-) -> Dataset:
+def load_folder(path: str | os.PathLike[str], image_size: tuple[int, int] | None = None) -> Dataset:
     """`Dataset` from a folder of images (see the module's layouts).
 
     Every split is uint8 ``[N, C, H, W]`` with C = 1 when all its images are grayscale, else 3,
@@ -73,8 +71,11 @@ def load_folder(
         raise DataError(f"{root}: not a folder")
     parts = _split_folders(root)
     if not parts:
-        return Dataset(str(root), {"train": load_split(root, image_size)},
-                       {"train": "all examples (no split folders)"})
+        return Dataset(
+            str(root),
+            {"train": load_split(root, image_size)},
+            {"train": "all examples (no split folders)"},
+        )
     splits: dict[str, LabeledImages | None] = {}
     roles: dict[str, str] = {}
     for folder in parts:
@@ -119,8 +120,9 @@ def find_images(folder: Path) -> tuple[list[Path], list[str]]:
     loose = 0
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-        names = sorted(f for f in filenames
-                       if not _hidden(f) and f.lower().endswith(IMAGE_SUFFIXES))
+        names = sorted(
+            f for f in filenames if not _hidden(f) and f.lower().endswith(IMAGE_SUFFIXES)
+        )
         rel = Path(dirpath).relative_to(folder)
         if rel == Path("."):
             loose = len(names)  # images directly in the root have no class
@@ -167,8 +169,13 @@ def read_image(path: Path) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             return _to_array(img)
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError,
-            Image.DecompressionBombError) as exc:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+    ) as exc:
         raise DataError(f"{path}: cannot read this image ({exc})") from exc
 
 
@@ -216,8 +223,10 @@ def _stack(
     if not resized:
         return out, None
     found = ", ".join(f"{h}x{w} ({n})" for (h, w), n in sizes.most_common())
-    note = (f"resized {resized:,} of {len(arrays):,} images to {target[0]}x{target[1]} "
-            f"(sizes found: {found})")
+    note = (
+        f"resized {resized:,} of {len(arrays):,} images to {target[0]}x{target[1]} "
+        f"(sizes found: {found})"
+    )
     return out, note
 
 

@@ -37,8 +37,16 @@ LABELS_MAGIC = 0x00000801
 
 #: Fashion-MNIST's class names, by label 0..9.
 FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 
@@ -54,9 +62,7 @@ def find_idx_files(folder: Path) -> list[Path]:
     return sorted(by_prefix.values(), key=_split_order)
 
 
-def load_idx(
-    path: str | os.PathLike[str], image_size: tuple[int, int] | None = None
-) -> Dataset:
+def load_idx(path: str | os.PathLike[str], image_size: tuple[int, int] | None = None) -> Dataset:
     """`Dataset` from one IDX images file (or its labels file) or a folder of IDX files.
 
     Splits are named by file, ``train`` (training) before ``test`` (from ``t10k``, testing);

@@ -119,9 +119,7 @@ def _float_images(path: Path, array: np.ndarray) -> tuple[torch.Tensor, tuple[st
         raise DataError(f"{path}: images hold NaN or infinite values; expected 0..1 or 0..255")
     lo, hi = float(array.min()), float(array.max())
     if lo < 0 or hi > 255:
-        raise DataError(
-            f"{path}: float images range {lo:g}..{hi:g}; expected 0..1 or 0..255"
-        )
+        raise DataError(f"{path}: float images range {lo:g}..{hi:g}; expected 0..1 or 0..255")
     scale = 255.0 if hi <= 1.0 else 1.0
     pixels = np.rint(array.astype(np.float32) * scale).astype(np.uint8)
     what = "0..1 scaled to 0..255" if scale != 1.0 else "0..255 rounded"
@@ -174,8 +172,6 @@ def _labels_with_names(
     unique, inverse = np.unique(text, return_inverse=True)
     unknown = [u for u in unique.tolist() if u not in lookup]
     if unknown:
-        raise DataError(
-            f"{path}: label {unknown[0]!r} is not among the {len(classes)} class names"
-        )
+        raise DataError(f"{path}: label {unknown[0]!r} is not among the {len(classes)} class names")
     ids = np.array([lookup[u] for u in unique.tolist()], dtype=np.int64)
     return torch.from_numpy(ids[inverse.reshape(-1)]), classes
