@@ -74,6 +74,7 @@ def run(data: str, eval_classes: list[str], budget: float, epochs: int, work: Pa
             "nearest neighbour, raw pixels",
             "-",
             "-",
+            "-",
             f"{nn['accuracy']:.3f} ± {nn['ci95']:.3f}",
             "-",
             "-",
@@ -107,6 +108,7 @@ def run(data: str, eval_classes: list[str], budget: float, epochs: int, work: Pa
             [
                 name,
                 f"{epochs}×{steps}",
+                f"{s['train_seconds']:.0f}",
                 f"{wall:.0f}",
                 f"{o['accuracy']:.3f} ± {o['ci95']:.3f}",
                 f"{s.get('test_pair_acc', float('nan')):.3f}",
@@ -136,17 +138,23 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - report and go on with the others
                 print(f"skipping {data}: {exc}")
                 continue
+            load_before = os.getloadavg()[0]
             rows = run(data, eval_classes, args.budget, args.epochs, Path(tmp))
+            load_after = os.getloadavg()[0]
             body = (
                 f"Data `{data}`, trained on all classes but {args.eval_classes}; "
                 f"{len(eval_classes)}-way 1-shot accuracy on those held-out classes over 1,000 "
                 f"seeded episodes (± 95% CI). Each recipe trains for about {args.budget:.0f} s "
                 f"(steps per epoch set by a timed probe); wall time includes per-epoch "
-                f"validation and the final evaluation. Measured on {machine()}.\n\n"
+                f"validation and the final evaluation; train s is the training time measured. "
+                f"Measured "
+                f"on {machine()}; 1-minute load average {load_before:.2f} before, "
+                f"{load_after:.2f} after (the timed probe is only as good as a quiet machine).\n\n"
                 + table(
                     [
                         "recipe",
                         "epochs × steps",
+                        "train s",
                         "wall s",
                         f"{len(eval_classes)}-way 1-shot (unseen)",
                         "test pair acc (seen)",

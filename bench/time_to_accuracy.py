@@ -62,6 +62,11 @@ def main() -> None:
         contenders = {
             "siamnet default (conv4 + proto, rotated classes)": {},
             "conv4 + bce, Adam (the post's objective)": {"loss": "bce", "rotate_classes": False},
+            "seed-cnn + bce, Adam, standardised input (the post's model and objective)": {
+                "model": "seed-cnn",
+                "loss": "bce",
+                "rotate_classes": False,
+            },
         }
         runs = [("post (`--preset seed`)", post_summary, post_rows)]
         for name, overrides in contenders.items():

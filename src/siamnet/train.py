@@ -621,13 +621,13 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def draw_curves(run_dir: Path) -> None:
+def draw_curves(run_dir: Path, loss: str | None = None) -> None:
     """Redraw ``curves.png`` from ``metrics.csv`` (skipped if plotting is unavailable)."""
     try:
         from siamnet.plots.curves import plot_training_curves
     except ImportError:
         return
-    plot_training_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+    plot_training_curves(run_dir / "metrics.csv", run_dir / "curves.png", loss)
 
 
 def metadata_for(
@@ -794,7 +794,7 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
             )
             write_metrics_csv(run_dir / "metrics.csv", state.history)
             _log_tensorboard(run_dir, row)
-            draw_curves(run_dir)
+            draw_curves(run_dir, cfg.loss)
             if not cfg.quiet:
                 print(_epoch_line(row, cfg.epochs), file=sys.stderr, flush=True)
             stop = bool(cfg.patience) and state.epochs_without_improvement >= cfg.patience
@@ -846,6 +846,8 @@ def finish(
     model = ckpt.model
     summary: dict[str, Any] = {
         "run": str(run_dir),
+        "model": cfg.model,
+        "loss": cfg.loss,
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
         "train_seconds": round(state.seconds, 2),

@@ -125,7 +125,7 @@ def _curves(args: argparse.Namespace, out: Path) -> int:
             f"plot curves {args.source}: no metrics.csv there (a run folder "
             "written by 'siamnet train' has one)"
         )
-    plot_training_curves(metrics, out)
+    plot_training_curves(metrics, out, _run_loss(metrics.parent))
     print(out)
     return 0
 
@@ -140,3 +140,14 @@ def _data_pairs(args: argparse.Namespace, out: Path) -> int:
     pairs_figure(dataset.train, out, args.count, args.seed, title=f"pairs of {dataset.name}")
     print(out)
     return 0
+
+
+def _run_loss(run_dir: Path) -> str | None:
+    """The loss a run folder was trained with, from its ``summary.json``, if it has one."""
+    import json
+
+    try:
+        loss = json.loads((run_dir / "summary.json").read_text()).get("loss")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(loss) if loss else None

@@ -34,17 +34,29 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, list[float]]:
     return columns
 
 
-def plot_training_curves(metrics_csv: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Three panels per epoch: training loss; pair accuracy (train batches and validation);
-    one-shot accuracy on validation data. Written atomically to `out` (PNG)."""
+#: What the training accuracy of each loss measures.
+TRAIN_ACCURACY = {
+    "bce": "train batches (pairs)",
+    "contrastive": "train batches (pairs)",
+    "triplet": "train batches (nearest neighbour)",
+    "proto": "train episodes (queries)",
+}
+
+
+def plot_training_curves(
+    metrics_csv: str | os.PathLike[str], out: str | os.PathLike[str], loss: str | None = None
+) -> Path:
+    """Three panels per epoch: training loss; accuracy (train batches or episodes, and
+    validation pairs); one-shot accuracy on validation data. Written atomically to `out`."""
     m = read_metrics(metrics_csv)
     epochs = m["epoch"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
     axes[0].plot(epochs, m["train_loss"], marker="o", color="tab:blue")
     axes[0].set_title("training loss")
-    axes[1].plot(epochs, m["train_acc"], marker="o", label="train (batches)")
+    train_label = TRAIN_ACCURACY.get(loss or "", "train batches")
+    axes[1].plot(epochs, m["train_acc"], marker="o", label=train_label)
     axes[1].plot(epochs, m["val_pair_acc"], marker="s", label="validation pairs")
-    axes[1].set_title("pair accuracy")
+    axes[1].set_title("accuracy")
     axes[1].legend(loc="lower right")
     ways = int(max(m.get("val_oneshot_ways", [0]) or [0]))
     axes[2].plot(epochs, m["val_oneshot_acc"], marker="o", color="tab:green")
