@@ -225,3 +225,46 @@ def test_cli_train_refusal_is_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("siamnet: error:")
     assert (run / "x").read_text() == "x"
+
+
+def test_koch_preset_follows_the_paper_and_trains(tmp_path):
+    """--preset koch: per-layer SGD groups, momentum rising from 0.5, 1% decay per epoch, the
+    paper's initialisation, affine distortions, early stopping after 20 epochs."""
+    from siamnet.train import build_optimizer, set_epoch_hyperparameters
+
+    cfg = small(
+        tmp_path / "koch",
+        preset="koch",
+        model=None,
+        loss=None,
+        batch_size=8,
+        epochs=2,
+        steps_per_epoch=2,
+    ).resolved()
+    assert (cfg.model, cfg.loss, cfg.optimizer, cfg.augment) == ("koch", "bce", "sgd", "affine")
+    assert cfg.patience == 20 and cfg.schedule == "exp:0.99" and cfg.koch_init
+    from siamnet.models.siamese import ModelSpec, build_model
+
+    model = build_model(ModelSpec(model="koch", loss="bce", image_size=(28, 28)))
+    optimizer = build_optimizer(cfg, model)
+    assert len(optimizer.param_groups) == 6  # conv1..conv4, fc 4096, the L1 head
+    set_epoch_hyperparameters(cfg, optimizer, 0)
+    assert all(g["momentum"] == pytest.approx(0.5) for g in optimizer.param_groups)
+    set_epoch_hyperparameters(cfg, optimizer, 10)  # halfway up the 20-epoch ramp to 0.9
+    assert optimizer.param_groups[0]["momentum"] == pytest.approx(0.7)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(
+        optimizer.param_groups[0]["initial_lr"] * 0.99**10
+    )
+    summary = fit(
+        small(
+            tmp_path / "run",
+            preset="koch",
+            model=None,
+            loss=None,
+            batch_size=8,
+            epochs=1,
+            steps_per_epoch=2,
+        )
+    )
+    assert summary["model"] == "koch" and summary["loss"] == "bce"
+    assert load_checkpoint(tmp_path / "run" / "best.pt").spec.model == "koch"
