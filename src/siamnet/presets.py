@@ -15,7 +15,6 @@ from siamnet.errors import ArgumentError
 DEFAULT: dict[str, Any] = {
     "model": "conv4",
     "loss": "proto",
-    "rotate_classes": True,
     "epochs": 5,
     "steps_per_epoch": 50,
     "batch_size": 128,

@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rotate-classes",
         action=argparse.BooleanOptionalAction,
         help="add each training class rotated by 90, 180 and 270 degrees as three new "
-        "classes (the Omniglot practice; on in the default recipe)",
+        "classes (the Omniglot practice; on by default with --loss proto)",
     )
     m.add_argument(
         "--temperature",
