@@ -11,9 +11,11 @@ integer-valued floats (``"3.0"``) or to find the first bad cell and name its lin
 from __future__ import annotations
 
 import codecs
+import ctypes
 import gzip
 import math
 import os
+import sys
 import zlib
 from collections.abc import Iterator
 from itertools import islice, repeat
@@ -73,6 +75,7 @@ def load_csv(
         rows, line_numbers = next(chunks, ([], line_numbers))
     pixels = np.concatenate(pixel_parts) if len(pixel_parts) > 1 else pixel_parts[0]
     del pixel_parts
+    release_freed_memory()
     labels, classes = classes_from_values(_join_labels(label_parts))
     images = torch.from_numpy(pixels).reshape(len(pixels), 1, *shape)
     data = LabeledImages(images, labels, classes, source=str(path))
@@ -126,6 +129,21 @@ def _decode_lines(path: Path, block: list[bytes], done: int) -> list[str]:
                     f"{path}: line {done + i + 1} is not UTF-8 text; expected a CSV file"
                 ) from exc
         raise
+
+
+def release_freed_memory() -> None:
+    """Hand the heap memory freed by parsing back to the operating system (glibc only).
+
+    Parsing leaves tens of thousands of freed line strings in the C heap; glibc keeps such
+    memory for reuse, so the process would carry ~100 MB more than it holds for the rest of
+    its life (training included). Elsewhere this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _join_labels(parts: list[np.ndarray]) -> np.ndarray:
