@@ -117,7 +117,12 @@ def _serve(app: Any, sock: socket.socket, access_log: bool) -> None:
         access_log=access_log,
         timeout_graceful_shutdown=5,
     )
-    AnnouncingServer(config).run(sockets=[sock])
+    server = AnnouncingServer(config)
+    server.run(sockets=[sock])
+    if server.should_exit:
+        # Stopped by Ctrl+C or SIGTERM. uvicorn re-raises the signal once it has shut down, but
+        # a signal that lands while it restores its handlers can be lost: say it the same way.
+        raise KeyboardInterrupt
 
 
 def _max_upload_bytes(megabytes: float) -> int:
