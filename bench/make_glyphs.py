@@ -14,8 +14,10 @@ within-alphabet protocol) from the letters of about thirty real writing systems:
 Every image is 105×105 (Omniglot's size; ``--size``), 1-bit, black strokes on white. Each of
 the 20 examples of a character is drawn with a different font where the script has several
 (family first, then a weight or width of it), with a seeded random distortion that stands in
-for a different hand: scale, aspect, rotation, shear, shift, a smooth elastic warp, and a pen
-width (strokes thickened or thinned with Pillow's MaxFilter/MinFilter towards a random width).
+for a different hand: scale, aspect, rotation, shear, shift and a smooth elastic warp. Then,
+as Omniglot's strokes were drawn with one pen, the glyph is thinned to its skeleton (Zhang and
+Suen's thinning) and drawn again with a pen of random width (Pillow's MaxFilter); the few
+glyphs whose skeleton loses their shape (solid diamonds, say) keep the font's own strokes.
 Glyphs that a font does not have are dropped: a rendering equal to the font's rendering of an
 unassigned code point (its .notdef box), blank, or tiny does not count, and a character needs
 at least two fonts that draw it differently. Scripts are split into background and evaluation
@@ -59,12 +61,16 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 DEFAULT_OUT = Path(__file__).resolve().parent / ".data" / "glyphs"
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc")
 #: Fonts whose letters are not letters (symbol encodings, pictographs) or that cannot be scaled.
-EXCLUDED_FONTS = re.compile(r"emoji|symbol|dingbat|d050000l|unidings|musica|maya|gardiner|"
-                            r"aegyptus|abydos|akkadian|assyrian|lastresort", re.I)
+EXCLUDED_FONTS = re.compile(
+    r"emoji|symbol|dingbat|d050000l|unidings|musica|maya|gardiner|"
+    r"aegyptus|abydos|akkadian|assyrian|lastresort",
+    re.I,
+)
 #: An unassigned code point: a font draws it with its .notdef glyph (a box, or nothing).
 UNASSIGNED = "\u0378"
 PROBE_SIZE = 40  # pixels per em when checking which glyphs a font has
 MIN_FONTS = 2  # distinct renderings a character needs
+PEN_COVERAGE = 0.8  # share of a glyph's ink that its skeleton must explain to be redrawn
 
 
 def _span(first: int, last: int, step: int = 1) -> list[int]:
@@ -114,7 +120,8 @@ SCRIPTS: dict[str, list[int]] = {
     "Canadian_Syllabics": _named(
         "CANADIAN SYLLABICS",
         "E I O A PE PI PO PA TE TI TO TA KE KI KO KA CE CI CO CA ME MI MO MA NE NI NO NA "
-        "SE SI SO SA YE YI YO YA LE LI LO LA RE RI RO RA FE FI FO FA"),
+        "SE SI SO SA YE YI YO YA LE LI LO LA RE RI RO RA FE FI FO FA",
+    ),
     "Runic": _span(0x16A0, 0x16EA),
     "Ogham": _span(0x1681, 0x169A),
     "Mongolian": _span(0x1820, 0x1842),
@@ -132,7 +139,8 @@ def candidates(script: str) -> list[str]:
     for cp in SCRIPTS[script]:
         ch = chr(cp)
         if unicodedata.category(ch) in ("Lu", "Ll", "Lo") and "LETTER SMALL" not in (
-                unicodedata.name(ch, "")):
+            unicodedata.name(ch, "")
+        ):
             out.append(ch)
     return out
 
@@ -144,7 +152,8 @@ def find_fonts(font_dirs: list[Path]) -> list[Path]:
     """Scalable font files under `font_dirs`, sorted, symbol and pictograph fonts left out."""
     files = {
         path.resolve()
-        for folder in font_dirs if folder.is_dir()
+        for folder in font_dirs
+        if folder.is_dir()
         for path in folder.rglob("*")
         if path.suffix.lower() in FONT_SUFFIXES and not EXCLUDED_FONTS.search(path.name)
     }
@@ -153,7 +162,8 @@ def find_fonts(font_dirs: list[Path]) -> list[Path]:
 
 _STYLE_WORDS = re.compile(
     r"(_hint|_[BIJR]|[BIJR]$|Bold|Italic|Oblique|Regular|Roman|Book|Demi|Light|Medium|Thin|"
-    r"Black|Heavy|ExtraBold|SemiBold|Condensed|Narrow|Slanted|Italics)+$")
+    r"Black|Heavy|ExtraBold|SemiBold|Condensed|Narrow|Slanted|Italics)+$"
+)
 
 
 def family_of(path: Path) -> str:
@@ -185,8 +195,9 @@ def glyph_key(font: ImageFont.FreeTypeFont, ch: str) -> bytes | None:
     ink = pixels > 127
     if ink.sum() < 12 or max(width, height) < PROBE_SIZE * 0.15:
         return None
-    return hashlib.blake2b(pixels.tobytes() + bytes(f"{width}x{height}", "ascii"),
-                           digest_size=12).digest()
+    return hashlib.blake2b(
+        pixels.tobytes() + bytes(f"{width}x{height}", "ascii"), digest_size=12
+    ).digest()
 
 
 def survey_font(path: Path) -> dict[str, dict[str, bytes]]:
@@ -320,6 +331,36 @@ def redraw_with_pen(image: Image.Image, width: float) -> Image.Image:
     return pen
 
 
+def depth_map(ink: np.ndarray) -> np.ndarray:
+    """uint8 ``[H, W]``: how many 3×3 erosions (MinFilter) each ink pixel survives, plus one."""
+    depth = ink.astype(np.uint8)
+    current = Image.fromarray(depth * 255, mode="L")
+    while depth.max() < 255:
+        current = current.filter(ImageFilter.MinFilter(3))
+        left = np.asarray(current) > 0
+        if not left.any():
+            break
+        depth += left
+    return depth
+
+
+@lru_cache(maxsize=4096)
+def pen_coverage(font_path: str, ch: str, em: int) -> float:
+    """How well a pen drawing along the skeleton keeps the glyph's shape: the share of its ink
+    that the skeleton covers, each point widened by its own stroke depth. Solid shapes (Noto's
+    diamond-shaped Ogham vowels) thin to a bare line and score low."""
+    ink = np.asarray(render_glyph(font_path, ch, em)) >= 128
+    if not ink.any():
+        return 0.0
+    depth = depth_map(ink)
+    grown = Image.fromarray(np.where(thin(ink), depth, 0).astype(np.uint8), mode="L")
+    for _ in range(int(depth.max())):
+        shrunk = grown.filter(ImageFilter.MaxFilter(3)).point(lambda v: max(v - 1, 0))
+        grown = ImageChops.lighter(grown, shrunk)
+    covered = ink & (np.asarray(grown) > 0)
+    return float(covered.sum()) / float(ink.sum())
+
+
 def draw_example(font_path: str, ch: str, size: int, rng: np.random.Generator) -> Image.Image:
     """One 1-bit ``size``×``size`` example of `ch`: black on white, distorted as by a hand."""
     work = 2 * size  # draw at twice the size, then reduce (smooth edges)
@@ -333,16 +374,19 @@ def draw_example(font_path: str, ch: str, size: int, rng: np.random.Generator) -
     shift = rng.uniform(-0.06, 0.06, size=2) * work
     # forward map: out = centre + shift + R @ H @ S @ (in - glyph centre)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    forward = rot @ np.array([[1.0, shear], [0.0, 1.0]]) @ np.diag([scale * aspect,
-                                                                      scale / aspect])
+    forward = rot @ np.array([[1.0, shear], [0.0, 1.0]]) @ np.diag([scale * aspect, scale / aspect])
     inverse = np.linalg.inv(forward)
     centre_out = np.array([work / 2, work / 2]) + shift
     centre_in = np.array([gw / 2, gh / 2])
     # smooth elastic warp: a coarse grid whose inner nodes move, each cell a bilinear quad
     cells = 4
     sigma = rng.uniform(0.01, 0.03) * work
-    nodes = np.stack(np.meshgrid(np.linspace(0, work, cells + 1),
-                                 np.linspace(0, work, cells + 1), indexing="xy"), -1)
+    nodes = np.stack(
+        np.meshgrid(
+            np.linspace(0, work, cells + 1), np.linspace(0, work, cells + 1), indexing="xy"
+        ),
+        -1,
+    )
     moved = nodes.copy()
     moved[1:-1, 1:-1] += rng.normal(0.0, sigma, size=(cells - 1, cells - 1, 2))
     source = (moved - centre_out) @ inverse.T + centre_in  # output point -> glyph point
@@ -352,9 +396,12 @@ def draw_example(font_path: str, ch: str, size: int, rng: np.random.Generator) -
             box = tuple(int(round(v)) for v in (*nodes[r, c], *nodes[r + 1, c + 1]))
             quad = (*source[r, c], *source[r + 1, c], *source[r + 1, c + 1], *source[r, c + 1])
             mesh.append((box, tuple(float(v) for v in quad)))
-    image = glyph.transform((work, work), Image.Transform.MESH, mesh,
-                            resample=Image.Resampling.BILINEAR, fillcolor=0)
-    image = redraw_with_pen(image, 2 * rng.uniform(2.5, 5.0))
+    image = glyph.transform(
+        (work, work), Image.Transform.MESH, mesh, resample=Image.Resampling.BILINEAR, fillcolor=0
+    )
+    pen = 2 * rng.uniform(2.5, 5.0)  # drawn before the test so that draws stay aligned
+    if pen_coverage(font_path, ch, work) >= PEN_COVERAGE:
+        image = redraw_with_pen(image, pen)
     image = image.resize((size, size), Image.Resampling.LANCZOS)
     return image.point(lambda v: 0 if v >= 128 else 255, mode="1")
 
@@ -367,8 +414,9 @@ def draw_character(job: tuple[Character, str, int, int, int]) -> tuple[str, int]
     fonts = pick_fonts(character, examples, seed)
     for k, font_path in enumerate(fonts, start=1):
         rng = _rng(seed, "draw", character.script, ord(character.char), k)
-        draw_example(font_path, character.char, size, rng).save(path / f"{k:02d}.png",
-                                                                optimize=True)
+        draw_example(font_path, character.char, size, rng).save(
+            path / f"{k:02d}.png", optimize=True
+        )
     return character.script, len(fonts)
 
 
@@ -393,8 +441,13 @@ def split_scripts(scripts: list[str], eval_fraction: float, seed: int) -> dict[s
     return {s: "images_evaluation" if s in evaluation else "images_background" for s in scripts}
 
 
-def contact_sheet(out: Path, plan: dict[str, tuple[str, list[Character]]], chars: int = 4,
-                  examples: int = 5, tile: int = 44) -> Path:
+def contact_sheet(
+    out: Path,
+    plan: dict[str, tuple[str, list[Character]]],
+    chars: int = 4,
+    examples: int = 5,
+    tile: int = 44,
+) -> Path:
     """A PNG with one row per script: `chars` characters × `examples` examples each."""
     label_w, gap = 190, 8
     rows = sorted(plan.items(), key=lambda kv: (kv[1][0], kv[0]))
@@ -404,8 +457,9 @@ def contact_sheet(out: Path, plan: dict[str, tuple[str, list[Character]]], chars
     label_font = _label_font()
     for r, (script, (split, characters)) in enumerate(rows):
         y = 4 + r * (tile + 4)
-        draw.text((4, y + tile // 3), f"{script} ({split.split('_')[1][:4]})", fill=0,
-                  font=label_font)
+        draw.text(
+            (4, y + tile // 3), f"{script} ({split.split('_')[1][:4]})", fill=0, font=label_font
+        )
         step = max(1, len(characters) // chars)
         for c, index in enumerate(range(0, step * chars, step)):
             if index >= len(characters):
@@ -430,24 +484,39 @@ def _label_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def build(out: Path, *, size: int, examples: int, max_chars: int, min_chars: int,
-          eval_fraction: float, seed: int, font_dirs: list[Path], workers: int,
-          scripts: list[str] | None = None) -> dict[str, tuple[str, list[Character]]]:
+def build(
+    out: Path,
+    *,
+    size: int,
+    examples: int,
+    max_chars: int,
+    min_chars: int,
+    eval_fraction: float,
+    seed: int,
+    font_dirs: list[Path],
+    workers: int,
+    scripts: list[str] | None = None,
+) -> dict[str, tuple[str, list[Character]]]:
     """Survey the fonts, choose characters, draw every example into `out` (a new folder)."""
     fonts = find_fonts(font_dirs)
     if not fonts:
         raise SystemExit(f"no fonts found under {', '.join(map(str, font_dirs))}")
     start = time.perf_counter()
     surveyed = survey(fonts, workers)
-    print(f"surveyed {len(fonts):,} font files in {time.perf_counter() - start:.1f} s",
-          file=sys.stderr)
+    print(
+        f"surveyed {len(fonts):,} font files in {time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+    )
     chosen: dict[str, list[Character]] = {}
     for script, chars in surveyed.items():
         if scripts and script not in scripts:
             continue
         if len(chars) < min_chars:
-            print(f"skipping {script}: {len(chars)} characters drawn by {MIN_FONTS}+ fonts "
-                  f"(need {min_chars})", file=sys.stderr)
+            print(
+                f"skipping {script}: {len(chars)} characters drawn by {MIN_FONTS}+ fonts "
+                f"(need {min_chars})",
+                file=sys.stderr,
+            )
             continue
         chosen[script] = choose(chars, script, max_chars, seed)
     splits = split_scripts(sorted(chosen), eval_fraction, seed)
@@ -464,9 +533,11 @@ def build(out: Path, *, size: int, examples: int, max_chars: int, min_chars: int
     lines = ["split\tscript\tfolder\tcode_point\tchar\tname\tfonts\tfamilies"]
     for script, (split, chars) in plan.items():
         for i, c in enumerate(chars, start=1):
-            lines.append(f"{split}\t{script}\tcharacter{i:02d}\tU+{ord(c.char):04X}\t{c.char}\t"
-                         f"{unicodedata.name(c.char, '?')}\t{c.fonts}\t"
-                         f"{','.join(sorted(c.families))}")
+            lines.append(
+                f"{split}\t{script}\tcharacter{i:02d}\tU+{ord(c.char):04X}\t{c.char}\t"
+                f"{unicodedata.name(c.char, '?')}\t{c.fonts}\t"
+                f"{','.join(sorted(c.families))}"
+            )
     (out / "characters.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return plan
 
@@ -476,8 +547,9 @@ def summary(plan: dict[str, tuple[str, list[Character]]], examples: int) -> str:
     for split in ("images_background", "images_evaluation"):
         scripts = {s: chars for s, (sp, chars) in plan.items() if sp == split}
         n_chars = sum(len(c) for c in scripts.values())
-        lines.append(f"{split}: {len(scripts)} scripts, {n_chars} characters, "
-                     f"{n_chars * examples:,} images")
+        lines.append(
+            f"{split}: {len(scripts)} scripts, {n_chars} characters, {n_chars * examples:,} images"
+        )
         for script, chars in scripts.items():
             families = len({f for c in chars for f in c.families})
             lines.append(f"  {script:<20} {len(chars):>3} characters, {families:>3} font families")
@@ -490,13 +562,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=105, help="image side in pixels (105)")
     parser.add_argument("--examples", type=int, default=20, help="examples per character (20)")
     parser.add_argument("--max-chars", type=int, default=40, help="characters per script (40)")
-    parser.add_argument("--min-chars", type=int, default=15,
-                        help="scripts with fewer usable characters are left out (15)")
-    parser.add_argument("--eval-fraction", type=float, default=0.4,
-                        help="share of scripts held out in images_evaluation (0.4)")
+    parser.add_argument(
+        "--min-chars",
+        type=int,
+        default=15,
+        help="scripts with fewer usable characters are left out (15)",
+    )
+    parser.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.4,
+        help="share of scripts held out in images_evaluation (0.4)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--font-dir", type=Path, action="append",
-                        help="where to look for fonts (default /usr/share/fonts)")
+    parser.add_argument(
+        "--font-dir",
+        type=Path,
+        action="append",
+        help="where to look for fonts (default /usr/share/fonts)",
+    )
     parser.add_argument("--scripts", help="comma-separated subset of: " + ", ".join(SCRIPTS))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -515,10 +599,18 @@ def main(argv: list[str] | None = None) -> None:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.mkdir(parents=True)
     try:
-        plan = build(tmp, size=args.size, examples=args.examples, max_chars=args.max_chars,
-                     min_chars=args.min_chars, eval_fraction=args.eval_fraction,
-                     seed=args.seed, font_dirs=args.font_dir or [Path("/usr/share/fonts")],
-                     workers=args.workers, scripts=scripts)
+        plan = build(
+            tmp,
+            size=args.size,
+            examples=args.examples,
+            max_chars=args.max_chars,
+            min_chars=args.min_chars,
+            eval_fraction=args.eval_fraction,
+            seed=args.seed,
+            font_dirs=args.font_dir or [Path("/usr/share/fonts")],
+            workers=args.workers,
+            scripts=scripts,
+        )
         sheet = contact_sheet(tmp, plan)
         if out.exists():
             shutil.rmtree(out)
@@ -527,8 +619,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     print(summary(plan, args.examples))
-    print(f"wrote {out} (characters.tsv lists every character; contact sheet "
-          f"{out / sheet.name})")
+    print(f"wrote {out} (characters.tsv lists every character; contact sheet {out / sheet.name})")
 
 
 if __name__ == "__main__":
