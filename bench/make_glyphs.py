@@ -26,12 +26,13 @@ at least two fonts that draw it differently. Scripts are split into background a
 Fonts come from Debian packages; what is found under ``--font-dir`` decides which scripts and
 characters the data holds, so the same packages give the same data (the run is seeded):
 
-    apt-get install fonts-noto-core fonts-noto-extra fonts-freefont-ttf fonts-dejavu-core \\
-        fonts-dejavu-extra fonts-indic fonts-thai-tlwg fonts-lao fonts-sil-abyssinica \\
-        fonts-tibetan-machine fonts-vlgothic fonts-ipafont-gothic fonts-ipafont-mincho \\
-        fonts-unfonts-core fonts-nanum fonts-kacst fonts-hosny-amiri fonts-sil-scheherazade \\
-        fonts-bpg-georgian fonts-sil-ezra fonts-sil-gentium fonts-linuxlibertine \\
-        fonts-urw-base35 fonts-smc fonts-sil-padauk fonts-khmeros fonts-ancient-scripts
+    apt-get install fonts-noto-core fonts-noto-extra fonts-noto-ui-core fonts-freefont-ttf \\
+        fonts-dejavu-core fonts-dejavu-extra fonts-indic fonts-thai-tlwg fonts-lao \\
+        fonts-sil-abyssinica fonts-tibetan-machine fonts-vlgothic fonts-ipafont-gothic \\
+        fonts-ipafont-mincho fonts-unfonts-core fonts-nanum fonts-kacst fonts-hosny-amiri \\
+        fonts-sil-scheherazade fonts-bpg-georgian fonts-sil-ezra fonts-sil-gentium \\
+        fonts-linuxlibertine fonts-urw-base35 fonts-smc fonts-sil-padauk fonts-khmeros \\
+        fonts-ancient-scripts
 
     python bench/make_glyphs.py                       # -> bench/.data/glyphs
     python bench/make_glyphs.py --out /tmp/glyphs --size 64 --overwrite
