@@ -37,6 +37,9 @@ characters the data holds, so the same packages give the same data (the run is s
     python bench/make_glyphs.py                       # -> bench/.data/glyphs
     python bench/make_glyphs.py --out /tmp/glyphs --size 64 --overwrite
     siamnet data info bench/.data/glyphs
+
+With the packages above: 35 scripts (Mongolian has one font and is left out), 1,272
+characters, 25,440 images, about 100 MB; four to seven minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
