@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from siamnet.cli.common import HelpFormatter, add_quiet, add_verb, parse_image_size, print_json
+from siamnet.cli.common import add_quiet, add_verb, parse_image_size, print_json
 from siamnet.errors import ArgumentError
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    i = _action(
+    i = add_verb(
         actions,
         "info",
         "Examples, classes, examples per class, image size and pixel range of every split.",
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i.add_argument("--json", action="store_true", help="print the description as JSON")
     i.set_defaults(func=run_info)
 
-    s = _action(
+    s = add_verb(
         actions,
         "show",
         "Draw a seeded, balanced batch of pairs (half same, half different) as a PNG.",
@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.set_defaults(func=run_show)
 
-    f = _action(
+    f = add_verb(
         actions,
         "fetch",
         "Download named data sets into the cache (checked by SHA-256) and print where they are.",
@@ -81,16 +81,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("names", nargs="+", metavar="NAME", help="mnist, fashion-mnist or omniglot")
     add_quiet(f)
     f.set_defaults(func=run_fetch)
-
-
-def _action(actions: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
-    """A sub-verb's parser whose ``--help`` ends with an example, like `add_verb`."""
-    return actions.add_parser(
-        name,
-        help=help,
-        description=f"{help}\n\nexample:\n  {example}",
-        formatter_class=HelpFormatter,
-    )
 
 
 def _spec_options(p: argparse.ArgumentParser) -> None:

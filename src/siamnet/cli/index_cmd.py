@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from siamnet.cli.classify_cmd import report_skipped
-from siamnet.cli.common import HelpFormatter, add_quiet, add_verb, print_json
+from siamnet.cli.common import add_quiet, add_verb, print_json
 from siamnet.cli.compare_cmd import add_image_options
 
 
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    b = _action(
+    b = add_verb(
         actions,
         "build",
         "Embed every image of --data into a new gallery folder.",
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(b)
     b.set_defaults(func=run_build)
 
-    a = _action(
+    a = add_verb(
         actions,
         "add",
         "Embed only the new images of --data and add them to a gallery.",
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(a)
     a.set_defaults(func=run_add)
 
-    s = _action(
+    s = add_verb(
         actions,
         "search",
         "The gallery items nearest each query image, by the model's own score.",
@@ -75,15 +75,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _common(s)
     s.set_defaults(func=run_search)
-
-
-def _action(actions: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
-    return actions.add_parser(
-        name,
-        help=help,
-        description=f"{help}\n\nexample:\n  {example}",
-        formatter_class=HelpFormatter,
-    )
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
