@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import pickle
+import random
 import shutil
 import subprocess
 import sys
@@ -228,7 +229,7 @@ def test_bad_checkpoints_are_refused_without_running_code(files, tmp_path):
     q = files / "queries"
     empty, noise, evil = tmp_path / "empty.pt", tmp_path / "random.pt", tmp_path / "pickle.pt"
     empty.write_bytes(b"")
-    noise.write_bytes(os.urandom(4096))
+    noise.write_bytes(random.Random(7).randbytes(4096))
     marker = tmp_path / "MARKER"
     evil.write_bytes(pickle.dumps({"model": WritesAMarker(marker)}, protocol=2))
     refused(siamnet("compare", empty, q / "0-bar.png", q / "4-bar.png"), str(empty), "empty")
