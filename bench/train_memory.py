@@ -6,12 +6,17 @@ Both read the same 60,000-row MNIST-format CSV (Fashion-MNIST's training set whe
 pairs. The post's code is its own: pandas.read_csv, per-class arrays, float64 pair batches.
 pandas is needed for the baseline only (``pip install pandas``).
 
-    python bench/train_memory.py
+    python bench/train_memory.py [--rounds 3]
+
+Each side runs `--rounds` times (alternating); the table gives the median and the range, since
+the peak of the same code moves by tens of MB from run to run.
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -118,26 +123,42 @@ def peak_mb(code: str, csv_path: Path) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each side")
+    args = parser.parse_args()
     csv_path, what = make_csv()
-    ours = peak_mb(SIAMNET_CODE, csv_path)
     try:
         import pandas  # noqa: F401
 
-        post = peak_mb(POST_CODE, csv_path)
+        has_pandas = True
     except ImportError:
-        post = float("nan")
+        has_pandas = False
         print("pandas is missing: pip install pandas to measure the post's code")
+    ours: list[float] = []
+    post: list[float] = []
+    for _ in range(args.rounds):
+        ours.append(peak_mb(SIAMNET_CODE, csv_path))
+        if has_pandas:
+            post.append(peak_mb(POST_CODE, csv_path))
+
+    def cells(peaks: list[float]) -> list[str]:
+        if not peaks:
+            return ["-", "-"]
+        return [f"{statistics.median(peaks):,.0f}", f"{min(peaks):,.0f} - {max(peaks):,.0f}"]
+
     rows = [
-        ["siamnet (`--preset seed`, 50 batches)", f"{ours:,.0f}"],
-        ["the post's code (pandas, float64 batches, 50 batches)", f"{post:,.0f}"],
+        ["siamnet (`--preset seed`, 50 batches)", *cells(ours)],
+        ["the post's code (pandas, float64 batches, 50 batches)", *cells(post)],
     ]
     print(rows)
+    ratio = statistics.median(post) / statistics.median(ours) if post else float("nan")
     body = (
         f"Peak resident memory (MB) of a fresh process that loads a 60,000-row MNIST-format CSV "
-        f"({what}) and trains 50 batches of 100 pairs. Target: siamnet under 600 MB. "
-        f"Ratio: the post's code takes {post / ours:.1f}× siamnet's peak. Measured on {machine()}."
+        f"({what}) and trains 50 batches of 100 pairs; {args.rounds} runs of each, alternating. "
+        f"Target: siamnet under 600 MB. Ratio of medians: the post's code takes {ratio:.1f}× "
+        f"siamnet's peak. Measured on {machine()}."
         "\n\n"
-        + table(["what", "peak RSS MB"], rows)
+        + table(["what", "median peak RSS MB", f"range over {args.rounds} runs"], rows)
         + "\n\nReproduce: `python bench/train_memory.py`"
     )
     write_section("Training memory", body)

@@ -5,6 +5,8 @@ data; a whole checkpoint evaluation and calibration."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -21,6 +23,8 @@ from siamnet.evaluate import (
     calibrate_checkpoint,
     capped_ways,
     default_threshold,
+    embed_images,
+    embedding_batch_size,
     episode_predictions,
     equal_error_rate,
     evaluate_checkpoint,
@@ -30,7 +34,9 @@ from siamnet.evaluate import (
     format_evaluation,
     json_ready,
     merge_splits,
+    pair_accuracy,
     pair_metrics,
+    rank_auc,
     threshold_for_far,
     validation_data,
 )
@@ -173,6 +179,44 @@ def test_pair_metrics_agree_with_scikit_learn():
     rates = [((s[~y] >= c).mean(), (s[y] < c).mean()) for c in sorted(s)]
     far, frr = min(rates, key=lambda r: abs(r[0] - r[1]))
     assert equal_error_rate(scores, targets) == pytest.approx((far + frr) / 2, abs=0.01)
+
+
+def test_embedding_batch_size_by_image_size_and_device():
+    assert embedding_batch_size((28, 28), "cpu") == 128
+    assert embedding_batch_size((105, 105), "cpu") == 8
+    assert embedding_batch_size((4, 4), "cpu") == 512
+    assert embedding_batch_size((1000, 1000), "cpu") == 1
+    assert embedding_batch_size((105, 105), "cuda") == 512
+
+
+def test_embeddings_do_not_depend_on_the_batch_size():
+    model = build_model(ModelSpec(model="conv4", image_size=(28, 28))).eval()
+    images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8)
+    auto = embed_images(model, images)
+    assert auto.shape == (300, model.backbone.out_dim)
+    assert torch.allclose(auto, embed_images(model, images, batch_size=7), atol=1e-5)
+    with pytest.raises(ArgumentError, match="--batch-size 0"):
+        embed_images(model, images, batch_size=0)
+
+
+@pytest.mark.parametrize("levels", [None, 7, 2])  # continuous scores, heavy ties, two values
+def test_training_loop_metrics_equal_scikit_learn(levels):
+    g = torch.Generator().manual_seed(1)
+    targets = (torch.rand(700, generator=g) < 0.4).float()
+    scores = torch.randn(700, generator=g) + targets
+    if levels:
+        scores = torch.round(scores * levels / 4)
+    y, s = targets.numpy().astype(bool), scores.numpy()
+    assert rank_auc(scores, targets) == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+    assert pair_accuracy(scores, targets, 0.3) == pytest.approx(skm.accuracy_score(y, s >= 0.3))
+    assert math.isnan(rank_auc(scores, torch.ones(700)))
+
+
+def test_a_training_process_does_not_import_scikit_learn():
+    """scikit-learn costs about 100 MB and a second of start-up; training does not need it."""
+    code = "import sys, siamnet.train, siamnet.cli; print('sklearn' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_thresholds_for_best_accuracy_and_for_a_false_accept_rate():

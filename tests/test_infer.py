@@ -9,7 +9,7 @@ import torch
 
 from siamnet.checkpoint import load_checkpoint, save_checkpoint
 from siamnet.errors import ArgumentError, CheckpointError, DataError
-from siamnet.evaluate import embed_images
+from siamnet.evaluate import embed_images, embedding_batch_size
 from siamnet.infer import (
     SupportSet,
     build_support,
@@ -190,6 +190,7 @@ def test_thousand_queries_against_thousand_classes_embed_each_image_once(euclide
     )
     predictions = classify(model, support, draw_shapes(query_shapes, seed=82))
     assert seen["images"] == 2000
-    assert seen["calls"] == 4  # two batches of at most 512 images each
+    per_batch = embedding_batch_size(tuple(support_images.shape[-2:]), "cpu")
+    assert seen["calls"] == 2 * -(-1000 // per_batch)  # batches of the default size, no more
     predicted_shape = torch.tensor([int(p.label) for p in predictions]) % len(SHAPES)
     assert float((predicted_shape == query_shapes).float().mean()) >= 0.95

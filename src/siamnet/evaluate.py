@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn import metrics as skm
 
 from siamnet.checkpoint import Checkpoint, update_metadata
 from siamnet.data.episodes import Episode, episodes_for_evaluation
@@ -31,15 +30,31 @@ from siamnet.models.siamese import SiameseNet
 from siamnet.progress import progress
 
 
+def embedding_batch_size(image_size: tuple[int, int], device: torch.device | str) -> int:
+    """Images per forward pass when embedding: 512 on a GPU; on a CPU, the largest power of two
+    up to 512 with at most 2**17 (131,072) pixels per batch (128 at 28×28, 8 at 105×105).
+
+    Larger CPU batches are no faster (they fall out of cache) and their activations cost
+    memory: 512 images of 105×105 through Koch's first layer alone take 1.2 GB."""
+    if torch.device(device).type != "cpu":
+        return 512
+    pixels = max(1, image_size[0] * image_size[1])
+    return max(1, min(512, 2 ** int(math.log2(max(1, 2**17 // pixels)))))
+
+
 @torch.no_grad()
 def embed_images(
     model: SiameseNet,
     images: torch.Tensor,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     device: torch.device | None = None,
 ) -> torch.Tensor:
-    """Embeddings ``[N, D]`` (float32, on `device`) of uint8 images ``[N, C, H, W]``."""
+    """Embeddings ``[N, D]`` (float32, on `device`) of uint8 images ``[N, C, H, W]``,
+    `batch_size` at a time (default: `embedding_batch_size`)."""
     device = device or next(model.parameters()).device
+    if batch_size is not None and batch_size < 1:
+        raise ArgumentError(f"--batch-size {batch_size}: must be at least 1")
+    batch_size = batch_size or embedding_batch_size(tuple(images.shape[-2:]), device)
     was_training = model.training
     model.eval()
     chunks = [
@@ -79,9 +94,35 @@ class PairMetrics:
         return asdict(self)
 
 
+def pair_accuracy(scores: torch.Tensor, targets: torch.Tensor, threshold: float) -> float:
+    """Share of pairs `scores` ``[P]`` (higher = same) gets right at `threshold`."""
+    predicted = scores.detach().cpu().double() >= threshold
+    return float((predicted == targets.detach().cpu().bool()).double().mean())
+
+
+def rank_auc(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """ROC AUC of `scores` ``[P]`` against `targets` ``[P]`` in {0, 1}, as the Mann-Whitney
+    statistic: the chance that a positive pair outscores a negative one, ties counting half.
+
+    Equal to sklearn's ``roc_auc_score``; the training loop uses it so that a training process
+    never imports scikit-learn (about 100 MB of memory and a second of start-up)."""
+    s = scores.detach().cpu().double()
+    y = targets.detach().cpu().bool()
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    _, inverse, counts = torch.unique(s, return_inverse=True, return_counts=True)
+    last = torch.cumsum(counts, 0).double()
+    mean_rank = last - (counts.double() - 1) / 2  # 1-based rank, ties share their mean rank
+    u = mean_rank[inverse][y].sum() - positives * (positives + 1) / 2
+    return float(u / (positives * negatives))
+
+
 def pair_metrics(scores: torch.Tensor, targets: torch.Tensor, threshold: float) -> PairMetrics:
     """Accuracy, ROC AUC, equal error rate, precision, recall, false-accept and false-reject
     rates of `scores` ``[P]`` (higher = same) against `targets` ``[P]`` in {0, 1}."""
+    from sklearn import metrics as skm  # imported here: training processes never need it
+
     s = scores.detach().cpu().double().numpy()
     y = targets.detach().cpu().numpy().astype(bool)
     predicted = s >= threshold
@@ -101,6 +142,8 @@ def pair_metrics(scores: torch.Tensor, targets: torch.Tensor, threshold: float) 
 
 def equal_error_rate(scores: torch.Tensor, targets: torch.Tensor) -> float:
     """The rate where false accepts equal false rejects, from sklearn's ROC curve."""
+    from sklearn import metrics as skm
+
     y = targets.detach().cpu().numpy().astype(bool)
     if y.all() or not y.any():
         return float("nan")

@@ -138,7 +138,7 @@ def build_gallery(
     labels: Sequence[str | None],
     names: Sequence[str],
     out: str | os.PathLike[str] | None = None,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     overwrite: bool = False,
 ) -> Gallery:
     """Embed uint8 images ``[N, C, H, W]`` once into a new gallery, written to `out` if given.
@@ -170,7 +170,7 @@ def add_to_gallery(
     images: torch.Tensor,
     labels: Sequence[str | None],
     names: Sequence[str],
-    batch_size: int = 512,
+    batch_size: int | None = None,
 ) -> Gallery:
     """Embed only the new images ``[M, C, H, W]`` and append them; a gallery loaded from (or
     given as) a folder is rewritten there. A different checkpoint is refused."""

@@ -198,7 +198,7 @@ def build_support(
     labels: torch.Tensor,
     classes: list[str],
     paths: list[Path] | None = None,
-    batch_size: int = 512,
+    batch_size: int | None = None,
 ) -> SupportSet:
     """Embed support images uint8 ``[S, C, H, W]`` with labels ``[S]`` once."""
     model = model_of(source)
@@ -273,7 +273,7 @@ def classify(
     queries: torch.Tensor,
     reject_below: float | None = None,
     scoring: str = "mean",
-    batch_size: int = 512,
+    batch_size: int | None = None,
 ) -> list[Prediction]:
     """Predict the support class of each query.
 

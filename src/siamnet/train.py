@@ -53,8 +53,9 @@ from siamnet.evaluate import (
     best_accuracy_threshold,
     embed_images,
     few_shot_accuracy,
-    pair_metrics,
+    pair_accuracy,
     pair_scores,
+    rank_auc,
 )
 from siamnet.fileio import atomic_write_text
 from siamnet.models.backbones import KochNet
@@ -561,9 +562,9 @@ def validate(
     left, right, target = fixed_pairs(val.labels, cfg.val_pairs, seed=cfg.seed + 1)
     scores = pair_scores(model, emb, left.to(device), right.to(device)).cpu()
     threshold = best_accuracy_threshold(scores, target)
-    metrics = pair_metrics(scores, target, threshold)
+    accuracy = pair_accuracy(scores, target, threshold)
     ways = min(cfg.val_ways, _classes_with(val.labels, 2))
-    out = {"val_pair_acc": metrics.accuracy, "val_auc": metrics.roc_auc, "threshold": threshold}
+    out = {"val_pair_acc": accuracy, "val_auc": rank_auc(scores, target), "threshold": threshold}
     if ways >= 2:
         fs = few_shot_accuracy(
             model,
@@ -577,7 +578,7 @@ def validate(
         )
         out.update(val_oneshot_acc=fs.accuracy, val_oneshot_ways=ways)
     else:
-        out.update(val_oneshot_acc=metrics.accuracy, val_oneshot_ways=0)
+        out.update(val_oneshot_acc=accuracy, val_oneshot_ways=0)
     return out
 
 
@@ -589,7 +590,7 @@ def test_pair_accuracy(
     emb = embed_images(model, test.images, device=device)
     left, right, target = fixed_pairs(test.labels, 10000, seed=cfg.seed + 3)
     scores = pair_scores(model, emb, left.to(device), right.to(device)).cpu()
-    return pair_metrics(scores, target, threshold).accuracy
+    return pair_accuracy(scores, target, threshold)
 
 
 def _classes_with(labels: torch.Tensor, min_count: int) -> int:
@@ -862,9 +863,8 @@ def finish(
         emb = embed_images(model, data.test.images, device=device)
         left, right, target = fixed_pairs(data.test.labels, 10000, seed=cfg.seed + 3)
         scores = pair_scores(model, emb, left.to(device), right.to(device)).cpu()
-        m = pair_metrics(scores, target, ckpt.threshold)
-        summary["test_pair_acc"] = m.accuracy
-        summary["test_auc"] = m.roc_auc
+        summary["test_pair_acc"] = pair_accuracy(scores, target, ckpt.threshold)
+        summary["test_auc"] = rank_auc(scores, target)
         summary["test_classes"] = "seen in training"
         ways = min(10, data.test.num_classes)
         fs = few_shot_accuracy(
@@ -895,7 +895,7 @@ def finish(
         summary["unseen_classes"] = data.unseen.classes
         left, right, target = fixed_pairs(data.unseen.labels, 10000, seed=cfg.seed + 5)
         scores = pair_scores(model, emb, left.to(device), right.to(device)).cpu()
-        summary["unseen_pair_acc"] = pair_metrics(scores, target, ckpt.threshold).accuracy
+        summary["unseen_pair_acc"] = pair_accuracy(scores, target, ckpt.threshold)
     for name in ("best.pt", "last.pt"):
         if (run_dir / name).exists():
             from siamnet.checkpoint import update_metadata

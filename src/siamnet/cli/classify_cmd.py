@@ -47,7 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "their mean embedding (for embedding heads)",
     )
     add_image_options(p)
-    p.add_argument("--batch-size", type=int, default=512, help="images embedded at a time")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images embedded at a time (default: by image size on a CPU, 512 on a GPU)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     add_quiet(p)
     p.epilog = (

@@ -100,7 +100,12 @@ def _checkpoint_option(p: argparse.ArgumentParser) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     add_image_options(p)
-    p.add_argument("--batch-size", type=int, default=512, help="images embedded at a time")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images embedded at a time (default: by image size on a CPU, 512 on a GPU)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_quiet(p)
 
