@@ -4,6 +4,9 @@ against the model-only step on pre-made tensors, in one run.
 The data path is everything the full step does beyond the model-only step; the target is that
 it costs under 10% of the step. Data: 60,000 generated uint8 28×28 images, 10 classes.
 
+The full step is also timed with the model in the contiguous (NCHW) layout, against the
+channels-last layout that training uses on a CPU by default (``--memory-format``).
+
     python bench/train_throughput.py
 """
 
@@ -17,7 +20,13 @@ import torch
 from siamnet.data.augment import AffineRanges, random_affine
 from siamnet.data.labeled import LabeledImages
 from siamnet.models.siamese import ModelSpec, build_model
-from siamnet.train import BatchMaker, TrainConfig, build_optimizer, compute_loss
+from siamnet.train import (
+    BatchMaker,
+    TrainConfig,
+    build_optimizer,
+    compute_loss,
+    use_channels_last,
+)
 
 from results import machine, table, write_section
 
@@ -66,19 +75,30 @@ def measure(
     )
     torch.manual_seed(0)
     model = build_model(spec)
+    contiguous_model = build_model(spec)
+    contiguous_model.load_state_dict(model.state_dict())
+    if use_channels_last(cfg, torch.device("cpu")):
+        model.to(memory_format=torch.channels_last)
     opt = build_optimizer(cfg, model)
+    contiguous_opt = build_optimizer(cfg, contiguous_model)
     maker = BatchMaker(cfg, data)
     gen, aug_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
     augment_fn = None
     if augment == "affine":
         augment_fn = lambda x: random_affine(x, aug_gen, AffineRanges())  # noqa: E731
 
-    def full_step():
-        batch_idx = maker(gen)
-        opt.zero_grad(set_to_none=True)
-        loss_value, _ = compute_loss(cfg, model, batch_idx, data.images, data.labels, augment_fn)
-        loss_value.backward()
-        opt.step()
+    def step_of(net, optimizer):
+        def full_step():
+            batch_idx = maker(gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss_value, _ = compute_loss(cfg, net, batch_idx, data.images, data.labels, augment_fn)
+            loss_value.backward()
+            optimizer.step()
+
+        return full_step
+
+    full_step = step_of(model, opt)
+    contiguous_step = step_of(contiguous_model, contiguous_opt)
 
     fixed = maker(gen)
 
@@ -120,12 +140,13 @@ def measure(
 
     # Alternate the two, several rounds, and keep each one's best: on a shared machine the
     # slowest rounds measure the neighbours, not the code.
-    t_full = t_model = float("inf")
+    t_full = t_model = t_contiguous = float("inf")
     for _ in range(rounds):
         t_full = min(t_full, timed(full_step, steps))
         t_model = min(t_model, timed(model_step, steps))
+        t_contiguous = min(t_contiguous, timed(contiguous_step, steps))
     images = batch if loss == "proto" else 2 * batch
-    return images * steps / t_full, images * steps / t_model
+    return images * steps / t_full, images * steps / t_model, images * steps / t_contiguous
 
 
 def main() -> None:
@@ -141,7 +162,9 @@ def main() -> None:
         ("conv4", "contrastive", "affine", 128),
         ("conv4", "proto", "none", 120),  # 20-way 1-shot 5-query: 120 images
     ]:
-        full, only = measure(model_name, loss, augment, batch, args.steps, data, args.rounds)
+        full, only, contiguous = measure(
+            model_name, loss, augment, batch, args.steps, data, args.rounds
+        )
         overhead = 1 - full / only
         rows.append(
             [
@@ -150,6 +173,8 @@ def main() -> None:
                 f"{full:,.0f}",
                 f"{only:,.0f}",
                 f"{overhead:.1%}",
+                f"{contiguous:,.0f}",
+                f"{full / contiguous:.2f}×",
             ]
         )
         print(rows[-1], flush=True)
@@ -157,8 +182,10 @@ def main() -> None:
         "Images per second (pairs/s × 2 for pair losses; 20-way 1-shot 5-query episodes of 120 "
         "images for proto) of the full training step (sampling, augmentation, forward, backward, "
         "optimizer) against the model-only step on pre-made float tensors, same model and batch, "
-        f"60,000 generated 28×28 images. Each side is timed in {args.rounds} alternating rounds "
-        f"of {args.steps} steps and the best round kept. Measured on {machine()}.\n\n"
+        "60,000 generated 28×28 images; and the full step with the model in the contiguous "
+        "(NCHW) layout against the channels-last layout training uses by default. Each is timed "
+        f"in {args.rounds} alternating rounds of {args.steps} steps and the best round kept. "
+        f"Measured on {machine()}.\n\n"
         + table(
             [
                 "model / loss / augmentation",
@@ -166,6 +193,8 @@ def main() -> None:
                 "full step images/s",
                 "model-only images/s",
                 "data path share",
+                "full step, contiguous layout",
+                "channels-last speed-up",
             ],
             rows,
         )

@@ -3,6 +3,7 @@ refusals, non-finite loss, and data-parallel training with two real processes.""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -16,7 +17,8 @@ import torch
 
 from siamnet.checkpoint import load_checkpoint, read_checkpoint_payload
 from siamnet.errors import ArgumentError
-from siamnet.train import TrainConfig, TrainingError, fit, lr_factor
+from siamnet.models.siamese import ModelSpec, build_model
+from siamnet.train import TrainConfig, TrainingError, fit, lr_factor, use_channels_last
 
 SIAMNET = str(Path(sys.executable).parent / "siamnet")
 ENV = {**os.environ, "SIAMNET_NO_TENSORBOARD": "1", "OMP_NUM_THREADS": "1"}
@@ -102,6 +104,31 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint
     ckpt = load_checkpoint(run / "last.pt")
     assert ckpt.metadata["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in weights(run / "last.pt").values())
+
+
+def test_memory_format_choice_and_the_same_math_in_either_layout(tmp_path):
+    cpu, mps = torch.device("cpu"), torch.device("mps")
+    assert use_channels_last(TrainConfig(), cpu) and not use_channels_last(TrainConfig(), mps)
+    assert not use_channels_last(TrainConfig(memory_format="contiguous"), cpu)
+    with pytest.raises(ArgumentError, match="--memory-format 'nhwc'"):
+        use_channels_last(TrainConfig(memory_format="nhwc"), cpu)
+    torch.manual_seed(0)
+    plain = build_model(ModelSpec(model="conv4", loss="contrastive", image_size=(28, 28)))
+    nhwc = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    x = torch.rand(8, 1, 28, 28) * 255
+    a, b = plain(x), nhwc(x)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    scale = max(float(p.grad.abs().max()) for p in plain.parameters())  # ~100 here
+    for (name, p), q in zip(plain.named_parameters(), nhwc.parameters(), strict=True):
+        assert float((p.grad - q.grad).abs().max()) <= 1e-5 * scale, name
+    for layout in ("channels-last", "contiguous"):
+        summary = fit(small(tmp_path / layout, epochs=1, memory_format=layout))
+        assert summary["test_pair_acc"] > 0.6
+        assert load_checkpoint(tmp_path / layout).metadata["training_args"]["memory_format"] == (
+            layout
+        )
 
 
 def test_lr_schedules():

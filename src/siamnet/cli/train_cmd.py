@@ -110,6 +110,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="mixed precision (auto: bf16 on CUDA, off elsewhere)",
     )
     r.add_argument("--compile", action="store_true", help="torch.compile the model")
+    r.add_argument(
+        "--memory-format",
+        choices=["auto", "channels-last", "contiguous"],
+        default="auto",
+        help="layout of convolution activations (auto: channels-last on CPU and CUDA)",
+    )
     r.add_argument("--json", action="store_true", help="print the final summary as JSON")
     add_quiet(r)
     p.set_defaults(func=run)
