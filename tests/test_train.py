@@ -259,15 +259,8 @@ def test_koch_preset_follows_the_paper_and_trains(tmp_path):
     paper's initialisation, affine distortions, early stopping after 20 epochs."""
     from siamnet.train import build_optimizer, set_epoch_hyperparameters
 
-    cfg = small(
-        tmp_path / "koch",
-        preset="koch",
-        model=None,
-        loss=None,
-        batch_size=8,
-        epochs=2,
-        steps_per_epoch=2,
-    ).resolved()
+    koch = dict(preset="koch", model=None, loss=None, batch_size=8, steps_per_epoch=2)
+    cfg = small(tmp_path / "koch", epochs=2, **koch).resolved()
     assert (cfg.model, cfg.loss, cfg.optimizer, cfg.augment) == ("koch", "bce", "sgd", "affine")
     assert cfg.patience == 20 and cfg.schedule == "exp:0.99" and cfg.koch_init
     from siamnet.models.siamese import ModelSpec, build_model
@@ -282,16 +275,6 @@ def test_koch_preset_follows_the_paper_and_trains(tmp_path):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(
         optimizer.param_groups[0]["initial_lr"] * 0.99**10
     )
-    summary = fit(
-        small(
-            tmp_path / "run",
-            preset="koch",
-            model=None,
-            loss=None,
-            batch_size=8,
-            epochs=1,
-            steps_per_epoch=2,
-        )
-    )
+    summary = fit(small(tmp_path / "run", epochs=1, **koch))
     assert summary["model"] == "koch" and summary["loss"] == "bce"
     assert load_checkpoint(tmp_path / "run" / "best.pt").spec.model == "koch"

@@ -28,7 +28,12 @@ import torch
 from torch import nn
 
 from siamnet import __version__
-from siamnet.checkpoint import load_checkpoint, read_checkpoint_payload, save_checkpoint
+from siamnet.checkpoint import (
+    load_checkpoint,
+    read_checkpoint_payload,
+    save_checkpoint,
+    update_metadata,
+)
 from siamnet.data.augment import AffineRanges, random_affine
 from siamnet.data.class_augment import with_rotated_classes
 from siamnet.data.episodes import EpisodeSampler
@@ -566,6 +571,16 @@ def train_epoch(
     return total_loss / n, total_acc / n, seen
 
 
+def fixed_pair_scores(
+    model: SiameseNet, emb: torch.Tensor, labels: torch.Tensor, count: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores ``[P]`` (on the CPU) and targets ``[P]`` of `count` seeded balanced pairs drawn
+    from `labels` ``[N]``, scored from the embeddings ``[N, D]``."""
+    left, right, target = fixed_pairs(labels, count, seed=seed)
+    scores = pair_scores(model, emb, left.to(emb.device), right.to(emb.device))
+    return scores.cpu(), target
+
+
 @torch.no_grad()
 def validate(
     cfg: TrainConfig, model: SiameseNet, val: LabeledImages, device: torch.device
@@ -573,8 +588,7 @@ def validate(
     """Validation pair accuracy (threshold tuned on the same pairs, and at the head's
     natural threshold) and N-way one-shot accuracy on the validation data."""
     emb = embed_images(model, val.images, device=device)
-    left, right, target = fixed_pairs(val.labels, cfg.val_pairs, seed=cfg.seed + 1)
-    scores = pair_scores(model, emb, left.to(device), right.to(device)).cpu()
+    scores, target = fixed_pair_scores(model, emb, val.labels, cfg.val_pairs, cfg.seed + 1)
     threshold = best_accuracy_threshold(scores, target)
     accuracy = pair_accuracy(scores, target, threshold)
     ways = min(cfg.val_ways, _classes_with(val.labels, 2))
@@ -602,8 +616,7 @@ def test_pair_accuracy(
 ) -> float:
     """Accuracy on 10,000 fixed test pairs at the threshold tuned on validation pairs."""
     emb = embed_images(model, test.images, device=device)
-    left, right, target = fixed_pairs(test.labels, 10000, seed=cfg.seed + 3)
-    scores = pair_scores(model, emb, left.to(device), right.to(device)).cpu()
+    scores, target = fixed_pair_scores(model, emb, test.labels, 10000, cfg.seed + 3)
     return pair_accuracy(scores, target, threshold)
 
 
@@ -877,48 +890,38 @@ def finish(
     }
     if data.test is not None and data.test.num_classes >= 2:
         emb = embed_images(model, data.test.images, device=device)
-        left, right, target = fixed_pairs(data.test.labels, 10000, seed=cfg.seed + 3)
-        scores = pair_scores(model, emb, left.to(device), right.to(device)).cpu()
+        scores, target = fixed_pair_scores(model, emb, data.test.labels, 10000, cfg.seed + 3)
         summary["test_pair_acc"] = pair_accuracy(scores, target, ckpt.threshold)
         summary["test_auc"] = rank_auc(scores, target)
         summary["test_classes"] = "seen in training"
-        ways = min(10, data.test.num_classes)
-        fs = few_shot_accuracy(
-            model,
-            emb,
-            data.test.labels.to(device),
-            ways=ways,
-            shots=1,
-            queries=1,
-            episodes=1000,
-            seed=cfg.seed + 6,
-        )
-        summary["test_oneshot"] = fs.to_dict()
+        summary["test_oneshot"] = _one_shot(model, emb, data.test, cfg.seed + 6)
     if data.unseen is not None and data.unseen.num_classes >= 2:
         emb = embed_images(model, data.unseen.images, device=device)
-        ways = min(10, data.unseen.num_classes)
-        fs = few_shot_accuracy(
-            model,
-            emb,
-            data.unseen.labels.to(device),
-            ways=ways,
-            shots=1,
-            queries=1,
-            episodes=1000,
-            seed=cfg.seed + 4,
-        )
-        summary["oneshot"] = fs.to_dict()
+        summary["oneshot"] = _one_shot(model, emb, data.unseen, cfg.seed + 4)
         summary["unseen_classes"] = data.unseen.classes
-        left, right, target = fixed_pairs(data.unseen.labels, 10000, seed=cfg.seed + 5)
-        scores = pair_scores(model, emb, left.to(device), right.to(device)).cpu()
+        scores, target = fixed_pair_scores(model, emb, data.unseen.labels, 10000, cfg.seed + 5)
         summary["unseen_pair_acc"] = pair_accuracy(scores, target, ckpt.threshold)
     for name in ("best.pt", "last.pt"):
         if (run_dir / name).exists():
-            from siamnet.checkpoint import update_metadata
-
             update_metadata(run_dir / name, {"final": summary})
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _one_shot(model: SiameseNet, emb: torch.Tensor, data: LabeledImages, seed: int) -> dict:
+    """Up-to-10-way one-shot accuracy on `data` over 1,000 seeded episodes, from its
+    embeddings ``[N, D]``."""
+    fs = few_shot_accuracy(
+        model,
+        emb,
+        data.labels.to(emb.device),
+        ways=min(10, data.num_classes),
+        shots=1,
+        queries=1,
+        episodes=1000,
+        seed=seed,
+    )
+    return fs.to_dict()
 
 
 def _announce(cfg: TrainConfig, data: TrainData, device: torch.device, info: DistInfo) -> None:
