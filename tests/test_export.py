@@ -1,9 +1,18 @@
-"""Export to TorchScript and ONNX: the files, the parity check, and refusals."""
+"""Export to TorchScript and ONNX: the files, the parity check, refusals, and the three files
+written as one output (sha256 in the description, old files kept on a full disk)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import resource
+import shutil
+import signal
+import stat
+import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -11,8 +20,8 @@ import pytest
 import torch
 
 from siamnet.checkpoint import load_checkpoint
-from siamnet.errors import ArgumentError
-from siamnet.export import export_model, export_paths
+from siamnet.errors import ArgumentError, SiamnetError
+from siamnet.export import export_model, export_paths, verify_export
 from siamnet.infer import compare
 
 from shapes_model import SHAPES, draw_shapes, write_checkpoint
@@ -23,6 +32,8 @@ try:
     HAVE_ONNX = True
 except ImportError:
     HAVE_ONNX = False
+_BESIDE_PYTHON = Path(sys.executable).parent / "siamnet"  # the command of this environment
+SIAMNET = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.exists() else shutil.which("siamnet") or "siamnet"
 needs_onnx = pytest.mark.skipif(
     not HAVE_ONNX, reason="onnx/onnxscript/onnxruntime not installed (onnx extra)"
 )
@@ -139,3 +150,116 @@ def test_export_paths():
         Path("out/m.head.pt"),
         Path("out/m.json"),
     )
+
+
+# --- the three files are one output ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ckpt_file(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("export-file") / "shapes.pt", "contrastive")
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_the_description_records_the_sha256_of_both_networks(ckpt, tmp_path):
+    export_model(ckpt, "torchscript", tmp_path / "model.pt")
+    info = verify_export(tmp_path / "model.json")
+    assert info["sha256"] == {
+        name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+        for name in ("model.pt", "model.head.pt")
+    }
+    (tmp_path / "model.head.pt").write_bytes(b"another export's head")
+    with pytest.raises(SiamnetError, match=r"model\.head\.pt: does not match model\.json"):
+        verify_export(tmp_path / "model.json")
+    (tmp_path / "model.json").unlink()
+    with pytest.raises(SiamnetError, match="missing; the export is incomplete"):
+        verify_export(tmp_path / "model.json")
+
+
+def test_stale_temporaries_beside_an_export_are_removed(ckpt, tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = tmp_path / f".model.pt.siamnet-{child.pid}-abcdefgh.tmp"
+    legacy = tmp_path / ".model.head.pt.abcdefgh.tmp"  # an older version's, no process id
+    other = tmp_path / ".notes.txt.abcdefgh.tmp"  # not a name this export writes
+    two_hours_ago = time.time() - 7200
+    for f in (dead, legacy, other):
+        f.write_bytes(b"partial")
+        os.utime(f, (two_hours_ago, two_hours_ago))
+    export_model(ckpt, "torchscript", tmp_path / "model.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".notes.txt.abcdefgh.tmp",
+        "model.head.pt",
+        "model.json",
+        "model.pt",
+    ]
+
+
+def test_an_export_is_written_with_the_umask(ckpt, tmp_path):
+    old = os.umask(0o077)
+    try:
+        export_model(ckpt, "torchscript", tmp_path / "model.pt")
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {0o600}
+
+
+def limit_file_size(limit: int):
+    """For `preexec_fn`: files of at most `limit` bytes; a write past it fails with EFBIG
+    (SIGXFSZ ignored, which stays so across exec)."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_export_overwrite_keeps_every_old_file(ckpt_file, tmp_path):
+    out = tmp_path / "out"
+    export_model(load_checkpoint(ckpt_file), "torchscript", out / "m.pt")
+    before = contents(out)
+    result = subprocess.run(
+        [SIAMNET, "export", str(ckpt_file), "--format", "torchscript", "--out", str(out / "m.pt")]
+        + ["--overwrite"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_file_size(len(before["m.pt"]) // 4),
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f"siamnet: error: no space left writing {out / 'm.pt'} (the file size limit was "
+        "reached); nothing was replaced: free some space and run again"
+    )
+    assert contents(out) == before
+
+
+@pytest.mark.slow
+def test_an_export_killed_while_renaming_leaves_no_description_of_other_files(ckpt_file, tmp_path):
+    out = tmp_path / "out"
+    export_model(load_checkpoint(ckpt_file), "torchscript", out / "m.pt")
+    code = f"""
+import os, signal
+real = os.replace
+def replace(src, dst):
+    if str(dst).endswith("m.head.pt"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+os.replace = replace
+from siamnet.checkpoint import load_checkpoint
+from siamnet.export import export_model
+export_model(load_checkpoint({str(ckpt_file)!r}), "torchscript", {str(out / "m.pt")!r},
+             seed=1, overwrite=True)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    assert result.returncode == -9, result.stderr
+    with pytest.raises(SiamnetError, match="m.json: missing; the export is incomplete"):
+        verify_export(out / "m.json")
+    export_model(load_checkpoint(ckpt_file), "torchscript", out / "m.pt", overwrite=True)
+    assert verify_export(out / "m.json")["head_file"] == "m.head.pt"
+    assert sorted(p.name for p in out.iterdir()) == ["m.head.pt", "m.json", "m.pt"]

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
 import pickle
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,7 +37,51 @@ from siamnet.gallery import (
 )
 from siamnet.models.heads import CosineHead, DistanceHead, L1Head
 
-from shapes_model import SHAPES, draw_shapes, shape_set, write_checkpoint, write_shape_folder
+from shapes_model import (
+    SHAPES,
+    draw_shapes,
+    shape_png,
+    shape_set,
+    write_checkpoint,
+    write_shape_folder,
+)
+
+_BESIDE_PYTHON = Path(sys.executable).parent / "siamnet"  # the command of this environment
+SIAMNET = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.exists() else shutil.which("siamnet") or "siamnet"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def siamnet(*args: object, preexec_fn=None) -> subprocess.CompletedProcess:
+    """The installed command, run with `args`."""
+    return subprocess.run(
+        [SIAMNET, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        preexec_fn=preexec_fn,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """Exit status 2 and exactly one ``siamnet: error:`` line on stderr, no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("siamnet: error: "), result.stderr
+    return lines[0]
+
+
+def dead_pid() -> int:
+    """The process id of a process that has finished."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def age(path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
 
 try:
     import faiss  # noqa: F401
@@ -216,14 +271,95 @@ def test_building_over_a_gallery_is_refused_without_overwrite(ckpt, tmp_path):
     assert len(load_gallery(tmp_path / "g")) == 2
 
 
-def test_an_interrupted_add_leaves_the_gallery_as_it_was(ckpt, tmp_path):
-    """embeddings.pt is written before gallery.json; rows past the recorded count are ignored."""
-    images, _ = shape_set(1, seed=141)
-    built = build_gallery(ckpt, images, [None] * 4, list("abcd"), tmp_path / "g")
-    longer = torch.cat([built.embeddings, torch.randn(3, built.dim)])
-    torch.save({"embeddings": longer}, tmp_path / "g" / "embeddings.pt")
-    loaded = load_gallery(tmp_path / "g")
-    assert len(loaded) == 4 and torch.equal(loaded.embeddings, built.embeddings)
+def small_gallery(ckpt, folder, seed: int = 141, per_class: int = 1):
+    images, _ = shape_set(per_class, seed=seed)
+    names = [f"item{i}" for i in range(len(images))]
+    return build_gallery(ckpt, images, [None] * len(images), names, folder)
+
+
+def test_files_that_do_not_belong_together_are_refused(ckpt, tmp_path):
+    """gallery.json records the sha256 of embeddings.pt, and loading checks the count and
+    size: embeddings of another write are refused, never searched."""
+    small_gallery(ckpt, tmp_path / "g")
+    small_gallery(ckpt, tmp_path / "other", seed=142, per_class=2)
+    g = tmp_path / "g"
+    shutil.copy(tmp_path / "other" / "embeddings.pt", g / "embeddings.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_gallery(g)
+    assert str(err.value).startswith(f"{g / 'embeddings.pt'}: does not belong with gallery.json")
+    info = json.loads((g / "gallery.json").read_text())
+    del info["embeddings_sha256"]  # a gallery of an earlier version: no checksum
+    (g / "gallery.json").write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match=r"expected a float32 tensor of shape \[4, 84\]"):
+        load_gallery(g)
+
+
+def rewrite_info(folder, **changes):
+    info = json.loads((folder / "gallery.json").read_text())
+    info.update(changes)
+    (folder / "gallery.json").write_text(json.dumps(info))
+
+
+def rewrite_embeddings(folder, payload):
+    """Replace embeddings.pt with `payload`, recording its sha256 so that only its content is
+    wrong."""
+    torch.save(payload, folder / "embeddings.pt")
+    digest = hashlib.sha256((folder / "embeddings.pt").read_bytes()).hexdigest()
+    rewrite_info(folder, embeddings_sha256=digest)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"count": "many"},
+            'field count: expected a whole number, 0 or more, found a string "many"',
+        ),
+        ({"dim": [84]}, "field dim: expected a positive whole number, found a list [84]"),
+        ({"head": "manhattan"}, "field head: expected one of l1, euclidean, cosine"),
+        ({"format_version": "abc"}, "field format_version: expected a whole number from 1 to 1"),
+        ({"labels": "abcd"}, "field labels: expected a list of labels"),
+        ({"files": [1, 2, 3, 4]}, "field files: expected a list of file names"),
+        (
+            {"labels": [None] * 3},
+            "field labels: expected 4 entries (count is 4), found a list of 3",
+        ),
+        ({"checkpoint": "x.pt"}, "field checkpoint: expected an object"),
+        ({"checkpoint": {"sha256": "zz"}}, "field checkpoint.sha256: expected the checkpoint"),
+        ({"embeddings_sha256": 7}, "field embeddings_sha256: expected the sha256"),
+    ],
+)
+def test_a_description_field_of_the_wrong_type_is_one_line(ckpt, tmp_path, changes, message):
+    g = small_gallery(ckpt, tmp_path / "g").path
+    rewrite_info(g, **changes)
+    with pytest.raises(CheckpointError) as err:
+        load_gallery(g)
+    text = str(err.value)
+    assert text.startswith(f"{g / 'gallery.json'}: ") and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("payload", "found"),
+    [
+        (
+            {"embeddings": torch.zeros(4, 84, dtype=torch.float64)},
+            "a float64 tensor of shape [4, 84]",
+        ),
+        ({"embeddings": torch.zeros(4, 80)}, "a float32 tensor of shape [4, 80]"),
+        ({"embeddings": torch.zeros(336)}, "a float32 tensor of shape [336]"),
+        ({"embeddings": torch.zeros(5, 84)}, "a float32 tensor of shape [5, 84]"),
+        ({"embeddings": [1.0, 2.0]}, "a list [1.0, 2.0]"),
+        ({"vectors": torch.zeros(4, 84)}, "null"),
+    ],
+)
+def test_embeddings_of_the_wrong_dtype_or_shape_are_one_line(ckpt, tmp_path, payload, found):
+    g = small_gallery(ckpt, tmp_path / "g").path
+    rewrite_embeddings(g, payload)
+    with pytest.raises(CheckpointError) as err:
+        load_gallery(g)
+    text = str(err.value)
+    assert text.startswith(f"{g / 'embeddings.pt'}: ") and f"found {found}" in text
+    assert "\n" not in text
 
 
 class _Marker:
@@ -235,11 +371,15 @@ class _Marker:
 
 
 def test_damaged_galleries_are_refused(ckpt, tmp_path):
-    images, _ = shape_set(1, seed=151)
-    build_gallery(ckpt, images, [None] * 4, list("abcd"), tmp_path / "g")
+    small_gallery(ckpt, tmp_path / "g", seed=151)
     g = tmp_path / "g"
     marker = tmp_path / "marker"
     (g / "embeddings.pt").write_bytes(pickle.dumps({"embeddings": _Marker(marker)}, protocol=2))
+    with pytest.raises(CheckpointError, match="does not belong with gallery.json"):
+        load_gallery(g)
+    info = json.loads((g / "gallery.json").read_text())
+    del info["embeddings_sha256"]
+    (g / "gallery.json").write_text(json.dumps(info))
     with pytest.raises(CheckpointError, match="damaged gallery embeddings"):
         load_gallery(g)
     assert not marker.exists()
@@ -252,9 +392,195 @@ def test_damaged_galleries_are_refused(ckpt, tmp_path):
     with pytest.raises(CheckpointError, match="no gallery.json"):
         load_gallery(tmp_path)
     (g / "gallery.json").write_text(json.dumps({"format": "siamnet-gallery", "count": 9}))
-    torch.save({"embeddings": torch.zeros(9, 2)}, g / "embeddings.pt")
-    with pytest.raises(CheckpointError, match="damaged gallery: 9 items"):
+    with pytest.raises(CheckpointError, match="field format_version is missing"):
         load_gallery(g)
+
+
+def test_the_gallery_folder_is_replaced_as_a_whole(ckpt, tmp_path):
+    root = tmp_path / "root"
+    g = small_gallery(ckpt, root / "g").path
+    (g / "notes.txt").write_text("kept")
+    legacy = g / ".embeddings.pt.abcdefgh.tmp"  # left inside by an older version
+    legacy.write_bytes(b"partial")
+    age(legacy, 2 * 3600)
+    leftover = root / f".g.siamnet-{dead_pid()}-abcdefgh.new"  # a build that was killed
+    leftover.mkdir()
+    (leftover / "embeddings.pt").write_bytes(b"partial")
+    add_to_gallery(g, ckpt, *new_items(3))
+    assert os.listdir(root) == ["g"]
+    assert sorted(os.listdir(g)) == ["embeddings.pt", "gallery.json", "notes.txt"]
+    assert len(load_gallery(g)) == 7 and (g / "notes.txt").read_text() == "kept"
+
+
+def test_a_first_build_that_was_interrupted_is_said_so(tmp_path):
+    leftover = tmp_path / f".g.siamnet-{dead_pid()}-abcdefgh.new"
+    leftover.mkdir()
+    (leftover / "embeddings.pt").write_bytes(b"partial")
+    with pytest.raises(
+        CheckpointError, match="g: missing: a build of this gallery was interrupted"
+    ):
+        load_gallery(tmp_path / "g")
+    with pytest.raises(CheckpointError, match=r"other: not a gallery folder \(missing\)"):
+        load_gallery(tmp_path / "other")
+
+
+def test_building_into_a_folder_of_other_files_is_refused(ckpt, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.png").write_bytes(b"meow")
+    images, _ = shape_set(1, seed=143)
+    for overwrite in (False, True):
+        with pytest.raises(DataError, match="a folder of other files .cat.png"):
+            build_gallery(ckpt, images, [None] * 4, list("abcd"), photos, overwrite=overwrite)
+    assert os.listdir(photos) == ["cat.png"]
+
+
+def new_items(n: int, seed: int = 144):
+    images = draw_shapes(torch.arange(n) % len(SHAPES), seed=seed)
+    return images, [SHAPES[i % len(SHAPES)] for i in range(n)], [f"new{i}" for i in range(n)]
+
+
+def run_python(code: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
+
+
+@pytest.mark.slow
+def test_a_kill_between_the_two_renames_is_put_right_by_the_next_search(ckpt, ckpt_path, tmp_path):
+    """Where folders cannot be exchanged in one step, the old gallery is renamed aside, then
+    the new one into place: killed in between, the next load puts the old one back, whole."""
+    g = small_gallery(ckpt, tmp_path / "g").path
+    torch.save(new_items(6), tmp_path / "items.pt")
+    result = run_python(
+        f"""
+        import os, signal, torch
+        from siamnet import fileio
+        from siamnet.checkpoint import load_checkpoint
+        from siamnet.gallery import build_gallery
+        fileio._exchange = lambda a, b: False
+        real = os.rename
+        def rename(src, dst):
+            if str(src).endswith(".new"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(src, dst)
+        os.rename = rename
+        images, labels, names = torch.load("items.pt")
+        build_gallery(load_checkpoint({str(ckpt_path)!r}), images, labels, names, "g",
+                      overwrite=True)
+        """,
+        tmp_path,
+    )
+    assert result.returncode == -9, result.stderr
+    assert not g.exists()
+    query = shape_png(tmp_path / "query.png", "ring", seed=145)
+    found = siamnet("index", "search", g, query, "--top-k", "10", "--json")
+    assert found.returncode == 0, found.stderr
+    assert "put back the previous gallery" in found.stderr
+    files = [m["file"] for m in json.loads(found.stdout)["results"][0]["matches"]]
+    assert sorted(files) == [f"item{i}" for i in range(4)]  # the old gallery, all of it
+    assert len(load_gallery(g)) == 4
+
+
+@pytest.mark.slow
+def test_a_kill_while_writing_leaves_the_old_gallery(ckpt, ckpt_path, tmp_path):
+    root = tmp_path / "root"
+    g = small_gallery(ckpt, root / "g").path
+    before = {name: (g / name).read_bytes() for name in os.listdir(g)}
+    torch.save(new_items(3), tmp_path / "items.pt")
+    result = run_python(
+        f"""
+        import os, signal, torch
+        from siamnet import gallery
+        from siamnet.checkpoint import load_checkpoint
+        real = gallery.write_file
+        def write_file(path, data, shown_as=None):
+            if str(path).endswith("gallery.json"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(path, data, shown_as)
+        gallery.write_file = write_file
+        images, labels, names = torch.load("items.pt")
+        gallery.add_to_gallery({str(g)!r}, load_checkpoint({str(ckpt_path)!r}), images, labels,
+                               names)
+        """,
+        tmp_path,
+    )
+    assert result.returncode == -9, result.stderr
+    assert {name: (g / name).read_bytes() for name in os.listdir(g)} == before
+    assert len(os.listdir(root)) == 2  # g and the half-written new folder
+    assert len(load_gallery(g)) == 4
+    add_to_gallery(g, ckpt, *new_items(3))
+    assert os.listdir(root) == ["g"] and len(load_gallery(g)) == 7
+
+
+def limit_file_size(limit: int):
+    """For `preexec_fn`: files of at most `limit` bytes; a write past it fails with EFBIG
+    (SIGXFSZ ignored, which stays so across exec)."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_build_overwrite_is_one_line_and_keeps_the_gallery(ckpt_path, tmp_path):
+    root = tmp_path / "root"
+    data = write_shape_folder(tmp_path / "data", per_class=3, seed=146)
+    built = siamnet("index", "build", ckpt_path, "--data", data, "--out", root / "g", "--json")
+    assert built.returncode == 0, built.stderr
+    g = root / "g"
+    before = {name: (g / name).read_bytes() for name in os.listdir(g)}
+    result = siamnet(
+        "index",
+        "build",
+        ckpt_path,
+        "--data",
+        data,
+        "--out",
+        g,
+        "--overwrite",
+        preexec_fn=limit_file_size(2000),
+    )
+    line = one_error_line(result)
+    assert line == (
+        f"siamnet: error: no space left writing {g / 'embeddings.pt'} (the file size limit was "
+        "reached); nothing was replaced: free some space and run again"
+    )
+    assert {name: (g / name).read_bytes() for name in os.listdir(g)} == before
+    assert os.listdir(root) == ["g"]
+
+
+@pytest.mark.parametrize(
+    ("umask", "file_bits", "folder_bits"),
+    [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)],
+    ids=["umask-022", "umask-077"],
+)
+def test_a_gallery_is_written_with_the_umask(ckpt, tmp_path, umask, file_bits, folder_bits):
+    old = os.umask(umask)
+    try:
+        g = small_gallery(ckpt, tmp_path / "g").path
+        add_to_gallery(g, ckpt, *new_items(2))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(g.stat().st_mode) == folder_bits
+    for name in ("embeddings.pt", "gallery.json"):
+        assert stat.S_IMODE((g / name).stat().st_mode) == file_bits
+
+
+@pytest.mark.slow
+def test_index_search_refuses_a_bad_field_in_one_line(ckpt, tmp_path):
+    g = small_gallery(ckpt, tmp_path / "g").path
+    rewrite_info(g, count="many")
+    query = shape_png(tmp_path / "query.png", "bar", seed=148)
+    line = one_error_line(siamnet("index", "search", g, query))
+    assert line.startswith(f"siamnet: error: {g / 'gallery.json'}: field count: expected")
 
 
 def test_read_gallery_items_from_folders_and_files(tmp_path):

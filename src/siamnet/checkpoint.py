@@ -11,15 +11,22 @@ holds:
 - ``training`` (``last`` checkpoints only): optimizer state, random states, epoch and history,
   everything `--resume` needs.
 
-Every write goes to a temporary file in the same folder and is renamed into place.
+Every write goes to a temporary file in the same folder and is renamed into place. Loading
+validates the whole layout once (`PAYLOAD_FIELDS`, `METADATA_FIELDS`, `MODEL_SPEC_FIELDS`):
+a field of the wrong type is refused with one line naming the file, the field, what was
+expected and what was found.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
+import re
 import warnings
+import zipfile
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +34,235 @@ from typing import Any
 import torch
 
 from siamnet import __version__
-from siamnet.errors import CheckpointError
-from siamnet.fileio import atomic_path
-from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
+from siamnet.errors import ArgumentError, CheckpointError
+from siamnet.fileio import save_torch
+from siamnet.models.backbones import BACKBONES
+from siamnet.models.heads import HEADS
+from siamnet.models.siamese import HEAD_FOR_LOSS, ModelSpec, SiameseNet, build_model
 
 FORMAT = "siamnet-checkpoint"
 FORMAT_VERSION = 1
+
+
+# --- a small schema validator, shared with galleries -----------------------------------------
+
+#: ``field -> (what is expected, in words; a test of a value)``
+Rules = Mapping[str, tuple[str, Callable[[Any], bool]]]
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool) that a float can hold."""
+    if not (is_int(value) or isinstance(value, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def is_positive_int(value: Any) -> bool:
+    return is_int(value) and value > 0
+
+
+def is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def is_dict(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def list_of(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """A test for a list whose every element passes `test`."""
+    return lambda value: isinstance(value, list) and all(test(v) for v in value)
+
+
+def or_none(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """`test`, or None."""
+    return lambda value: value is None or test(value)
+
+
+def is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
+
+
+def describe(value: Any) -> str:
+    """A short description of a found value: its kind and, shortened, the value itself."""
+    if isinstance(value, torch.Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {list(value.shape)}"
+    if value is None:
+        return "null"
+    kinds = [(bool, "true/false"), ((int, float), "a number"), (str, "a string")]
+    kinds += [((list, tuple), "a list"), (dict, "an object")]
+    kind = next((word for types, word in kinds if isinstance(value, types)), type(value).__name__)
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def check_fields(
+    where: str | os.PathLike[str],
+    data: Mapping[str, Any],
+    rules: Rules,
+    required: Collection[str] = (),
+    prefix: str = "",
+    only_known: bool = False,
+) -> None:
+    """Raise `CheckpointError` naming `where` and the field at the first field of `data` that
+    is missing (of `required`) or fails its rule; with `only_known`, also at an unknown field."""
+    for name, (expected, test) in rules.items():
+        if name not in data:
+            if name in required:
+                raise CheckpointError(
+                    f"{where}: field {prefix}{name} is missing (expected {expected})"
+                )
+            continue
+        if not test(data[name]):
+            raise CheckpointError(
+                f"{where}: field {prefix}{name}: expected {expected}, found {describe(data[name])}"
+            )
+    unknown = [k for k in data if k not in rules]
+    if only_known and unknown:
+        raise CheckpointError(
+            f"{where}: field {prefix}{unknown[0]}: not a field this siamnet knows "
+            f"(expected only {', '.join(rules)})"
+        )
+
+
+#: The largest input side a checkpoint may describe.
+MAX_IMAGE_SIDE = 4096
+
+
+def _is_image_size(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(is_int(v) and 1 <= v <= MAX_IMAGE_SIDE for v in value)
+    )
+
+
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    )
+
+
+def _is_class_name(value: Any) -> bool:
+    return is_str(value) or is_int(value)
+
+
+PAYLOAD_FIELDS: Rules = {
+    "format_version": (
+        f"a whole number from 1 to {FORMAT_VERSION}",
+        lambda v: is_int(v) and v >= 1,
+    ),
+    "metadata": ("a JSON object written as a string", is_str),
+    "model": ("a state_dict (parameter names mapped to tensors)", _is_state_dict),
+    "training": ("an object holding the training state", or_none(is_dict)),
+}
+METADATA_FIELDS: Rules = {
+    "model_spec": ("an object describing the model", is_dict),
+    "threshold": ("a number or null", or_none(is_number)),
+    "threshold_source": ("a string or null", or_none(is_str)),
+    "classes": ("a list of class names or null", or_none(list_of(_is_class_name))),
+    "unseen_classes": ("a list of class names or null", or_none(list_of(_is_class_name))),
+    "siamnet_version": ("a string", is_str),
+    "training_args": ("an object", is_dict),
+    "calibration": ("an object", is_dict),
+    "final": ("an object", is_dict),
+    "val_protocol": ("a string or null", or_none(is_str)),
+}
+MODEL_SPEC_FIELDS: Rules = {
+    "model": ("the name of a backbone", lambda v: is_str(v) and bool(v)),
+    "loss": (f"one of {', '.join(HEAD_FOR_LOSS)}", lambda v: is_str(v) and v in HEAD_FOR_LOSS),
+    "in_channels": ("1 or 3 (image channels)", lambda v: is_int(v) and v in (1, 3)),
+    "image_size": (
+        f"[height, width], two whole numbers from 1 to {MAX_IMAGE_SIDE}",
+        _is_image_size,
+    ),
+    "head": (f'one of {", ".join(HEADS)} (or "")', lambda v: is_str(v) and v in {"", *HEADS}),
+    "normalization": ("an object with scale, mean and std", is_dict),
+    "embedding_norm": ("true or false", is_bool),
+    "learned_temperature": ("true or false", is_bool),
+}
+NORMALIZATION_FIELDS: Rules = {
+    "scale": ("a positive number", lambda v: is_number(v) and v > 0),
+    "mean": ("a list of numbers, one per channel", lambda v: bool(v) and list_of(is_number)(v)),
+    "std": (
+        "a list of positive numbers, one per channel",
+        lambda v: bool(v) and list_of(lambda x: is_number(x) and x > 0)(v),
+    ),
+}
+
+
+def _is_fraction(value: Any) -> bool:
+    return is_number(value) and 0 <= value < 1
+
+
+#: The training arguments read outside training (by evaluate and calibrate, to rebuild the
+#: validation split); the others are checked by ``--resume``.
+TRAINING_ARGS_FIELDS: Rules = {
+    "data": ("a data spec (a string) or null", or_none(is_str)),
+    "test_data": ("a data spec (a string) or null", or_none(is_str)),
+    "eval_classes": ("a list of class names or null", or_none(list_of(_is_class_name))),
+    "eval_fraction": ("a number from 0 to 1, or null", or_none(_is_fraction)),
+    "val_fraction": ("a number from 0 to 1", _is_fraction),
+    "val_classes_fraction": ("a number from 0 to 1, or null", or_none(_is_fraction)),
+    "seed": ("a whole number or null", or_none(is_int)),
+    "loss": ("a string or null", or_none(is_str)),
+    "margin": ("a number or null", or_none(is_number)),
+    "image_size": (
+        f"[height, width], two whole numbers from 1 to {MAX_IMAGE_SIDE}, or null",
+        or_none(_is_image_size),
+    ),
+}
+
+
+def check_metadata(where: str | os.PathLike[str], meta: Any) -> None:
+    """Raise `CheckpointError` unless `meta` is a checkpoint's metadata object as siamnet
+    writes it (a model description that `build_model` can use, and well-typed extras)."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{where}: field metadata: expected a JSON object, found {describe(meta)}"
+        )
+    check_fields(where, meta, METADATA_FIELDS, required=("model_spec",), prefix="metadata.")
+    if "training_args" in meta:
+        args_prefix = "metadata.training_args."
+        check_fields(where, meta["training_args"], TRAINING_ARGS_FIELDS, prefix=args_prefix)
+    spec = meta["model_spec"]
+    prefix = "metadata.model_spec."
+    required = ("model", "loss", "in_channels", "image_size")
+    check_fields(where, spec, MODEL_SPEC_FIELDS, required, prefix, only_known=True)
+    if "normalization" in spec:
+        norm = spec["normalization"]
+        check_fields(
+            where,
+            norm,
+            NORMALIZATION_FIELDS,
+            tuple(NORMALIZATION_FIELDS),
+            prefix + "normalization.",
+        )
+        channels = spec["in_channels"]
+        for name in ("mean", "std"):
+            if len(norm[name]) not in (1, channels):
+                count = "1 value" if channels == 1 else f"1 or {channels} values"
+                raise CheckpointError(
+                    f"{where}: field {prefix}normalization.{name}: expected {count} (in_channels "
+                    f"is {channels}), found {describe(norm[name])}"
+                )
+
+
+# --- checkpoints -----------------------------------------------------------------------------
 
 
 @dataclass
@@ -50,7 +280,11 @@ class Checkpoint:
 
     @property
     def threshold(self) -> float:
-        return float(self.metadata["threshold"])
+        """The calibrated threshold; `CheckpointError` if the checkpoint has none."""
+        value = self.metadata.get("threshold")
+        if value is None:
+            raise CheckpointError(f"{self.path}: no calibrated threshold in this checkpoint")
+        return float(value)
 
 
 def save_checkpoint(
@@ -59,7 +293,10 @@ def save_checkpoint(
     metadata: dict[str, Any],
     training: dict[str, Any] | None = None,
 ) -> None:
-    """Write `model`'s weights, `metadata` and optional `training` state to `path` atomically."""
+    """Write `model`'s weights, `metadata` and optional `training` state to `path` atomically.
+
+    A full disk is one line, ``no space left writing PATH``, and leaves any old file intact.
+    """
     meta = dict(metadata)
     meta.setdefault("siamnet_version", __version__)
     state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
@@ -71,8 +308,7 @@ def save_checkpoint(
     }
     if training is not None:
         payload["training"] = training
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
@@ -95,7 +331,43 @@ def _reason(exc: BaseException) -> str:
     if marker in text:
         text = text.split(marker, 1)[1]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:160]
+    line = lines[0] if lines else type(exc).__name__
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def _refusal(path: Path, exc: BaseException) -> str:
+    """Why a file the weights-only reader stopped at was refused, as one whole sentence."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        what = f"a Python object ({found.group(1)}) besides plain weights"
+    else:
+        detail = _reason(exc).rstrip(".")
+        what = f"more than plain weights (the weights-only reader stopped at: {detail})"
+    return (
+        f"{path}: refused to load: it holds {what}, and loading that could run code; "
+        "siamnet only loads checkpoints of plain weights."
+    )
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a checkpoint archive (the zip file `torch.save` writes) whose members do not
+    match the CRC-32 recorded for each when it was written: bytes changed on disk."""
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            return  # not an archive: torch.load says what it is
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as exc:  # noqa: BLE001 - a damaged archive fails zipfile in many ways
+        raise CheckpointError(
+            f"{path}: not a siamnet checkpoint (unreadable: {_reason(exc)})"
+        ) from exc
+    if bad is not None:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint: {bad} does not match the checksum recorded when it "
+            "was written (the file changed on disk); use another copy"
+        )
 
 
 def read_checkpoint_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -103,33 +375,32 @@ def read_checkpoint_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = resolve_checkpoint_path(path)
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: empty file, not a siamnet checkpoint")
+    _check_archive(p)
     try:
         with warnings.catch_warnings():  # torch warns about the pickle protocol of odd files
             warnings.simplefilter("ignore", UserWarning)
             payload = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{p}: refused to load: it holds more than plain weights ({_reason(exc)})"
-        ) from exc
+        raise CheckpointError(_refusal(p, exc)) from exc
     except Exception as exc:  # noqa: BLE001 - arbitrary bytes fail the unpickler in any way
         reason = _reason(exc)
         raise CheckpointError(f"{p}: not a siamnet checkpoint (unreadable: {reason})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not a siamnet checkpoint (no '{FORMAT}' marker)")
-    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+    check_fields(p, payload, PAYLOAD_FIELDS, required=("format_version", "metadata", "model"))
+    if payload["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
-            f"{p}: checkpoint format {payload.get('format_version')} is newer than this siamnet "
+            f"{p}: checkpoint format {payload['format_version']} is newer than this siamnet "
             f"understands ({FORMAT_VERSION}); upgrade siamnet"
         )
-    for key in ("metadata", "model"):
-        if key not in payload:
-            raise CheckpointError(f"{p}: damaged siamnet checkpoint, '{key}' is missing")
     try:
         payload["metadata"] = json.loads(payload["metadata"])
-    except (TypeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{p}: damaged siamnet checkpoint, metadata is not JSON") from exc
-    if "model_spec" not in payload["metadata"]:
-        raise CheckpointError(f"{p}: damaged siamnet checkpoint, no model description")
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{p}: field metadata: expected a JSON object written as a string, found text that "
+            f"is not JSON ({exc.msg} at character {exc.pos})"
+        ) from exc
+    check_metadata(p, payload["metadata"])
     return payload
 
 
@@ -145,15 +416,55 @@ def load_checkpoint(
     p = resolve_checkpoint_path(path)
     payload = read_checkpoint_payload(p)
     meta = payload["metadata"]
-    net = model if model is not None else build_model(ModelSpec.from_dict(meta["model_spec"]))
-    try:
-        net.load_state_dict(payload["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{p}: weights do not fit the model it describes: {exc}"[:300]
-        ) from exc
+    net = model if model is not None else _build(p, meta["model_spec"])
+    mismatch = state_mismatch(net.state_dict(), payload["model"])
+    if mismatch:
+        raise CheckpointError(f"{p}: weights do not fit the model it describes: {mismatch}")
+    if model is None:
+        net = net.to_empty(device="cpu")  # built without memory, now that the weights fit
+    net.load_state_dict(payload["model"])
     net.to(device).eval()
     return Checkpoint(model=net, metadata=meta, training=payload.get("training"), path=p)
+
+
+def _build(path: Path, spec: dict[str, Any]) -> SiameseNet:
+    """The model that a validated model_spec describes, on the ``meta`` device (shapes only,
+    no memory, so a spec that does not fit its weights costs nothing); a spec it cannot be
+    built from (an input too small for the backbone, a missing optional package) names the
+    file."""
+    if spec["model"] not in BACKBONES:
+        raise CheckpointError(
+            f"{path}: field metadata.model_spec.model: expected one of {', '.join(BACKBONES)}, "
+            f"found {describe(spec['model'])}"
+        )
+    try:
+        with torch.device("meta"):
+            return build_model(ModelSpec.from_dict(spec))
+    except (ArgumentError, CheckpointError) as exc:
+        raise CheckpointError(
+            f"{path}: field metadata.model_spec: cannot build the {spec.get('model')!r} model it "
+            f"describes: {exc}"
+        ) from exc
+
+
+def state_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
+    """'' when `found` has every tensor of `expected` with the same shape and nothing else;
+    otherwise a short summary: missing, unexpected and reshaped names, one example of each."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [k for k in expected if k in found and found[k].shape != expected[k].shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} not in the model (e.g. {unexpected[0]})")
+    if reshaped:
+        k = reshaped[0]
+        parts.append(
+            f"{len(reshaped)} of another shape (e.g. {k}: {list(found[k].shape)} in the file, "
+            f"{list(expected[k].shape)} in the model)"
+        )
+    return "; ".join(parts)
 
 
 def update_metadata(path: str | os.PathLike[str], updates: dict[str, Any]) -> dict[str, Any]:
@@ -162,9 +473,9 @@ def update_metadata(path: str | os.PathLike[str], updates: dict[str, Any]) -> di
     payload = read_checkpoint_payload(p)
     payload["metadata"].update(updates)
     meta = payload["metadata"]
+    check_metadata(p, meta)
     payload["metadata"] = json.dumps(meta)
-    with atomic_path(p) as tmp:
-        torch.save(payload, tmp)
+    save_torch(p, payload)
     return meta
 
 

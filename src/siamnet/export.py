@@ -13,16 +13,23 @@ An export writes three files beside each other:
   threshold, classes, the two file names and the parity figures.
 
 Two files rather than one combined module, so that a gallery or support set is embedded once
-and only the cheap head runs per pair. Before anything is moved into place the exported files
-are run (onnxruntime for ONNX, ``torch.jit.load`` for TorchScript) on random inputs and must
-match PyTorch within ``|x - y| <= 1e-5 + 1e-5·|y|``; every file is written to a temporary
-name and renamed, so a failed export leaves nothing behind.
+and only the cheap head runs per pair. Before anything is written the exported networks are run
+in memory (onnxruntime for ONNX, ``torch.jit.load`` for TorchScript) on random inputs and must
+match PyTorch within ``|x - y| <= 1e-5 + 1e-5·|y|``.
+
+The three files are one output: each is written to a temporary name first (so a full disk or
+a failed check leaves the old files as they were), then the old description is removed, the two
+networks are renamed into place, and the description, which records the sha256 of both, comes
+last. A set whose description is missing is incomplete, and `verify_export` refuses a
+description whose recorded sha256 does not match its files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import io
 import json
 import logging
 import os
@@ -39,7 +46,7 @@ from torch import nn
 from siamnet import __version__
 from siamnet.checkpoint import Checkpoint
 from siamnet.errors import ArgumentError, SiamnetError
-from siamnet.fileio import atomic_path, atomic_write_text
+from siamnet.fileio import atomic_write_files, remove_stale_temps
 from siamnet.models.siamese import SiameseNet
 
 FORMATS = ("onnx", "torchscript")
@@ -128,19 +135,18 @@ def export_model(
         reference = embedder(images)
         a, b = reference, reference.roll(1, dims=0)
         reference_score = scorer(a, b)
-    with atomic_path(embed_file) as tmp_embed, atomic_path(head_file) as tmp_head:
-        if format == "onnx":
-            _export_onnx(embedder, (example,), tmp_embed, ["images"], ["embeddings"])
-            _export_onnx(scorer, (a[:2], b[:2]), tmp_head, ["a", "b"], ["score"])
-            run_embed = _onnx_runner(onnxruntime, tmp_embed)
-            run_head = _onnx_runner(onnxruntime, tmp_head)
-        else:
-            _export_torchscript(embedder, (example,), tmp_embed)
-            _export_torchscript(scorer, (a[:2], b[:2]), tmp_head)
-            run_embed = _torchscript_runner(tmp_embed)
-            run_head = _torchscript_runner(tmp_head)
-        embed_diff = _check(run_embed(images), reference, "embeddings", embed_file)
-        score_diff = _check(run_head(a, b), reference_score, "scores", head_file)
+    if format == "onnx":
+        embed_bytes = _onnx_bytes(embedder, (example,), ["images"], ["embeddings"])
+        head_bytes = _onnx_bytes(scorer, (a[:2], b[:2]), ["a", "b"], ["score"])
+        run_embed = _onnx_runner(onnxruntime, embed_bytes)
+        run_head = _onnx_runner(onnxruntime, head_bytes)
+    else:
+        embed_bytes = _torchscript_bytes(embedder, (example,))
+        head_bytes = _torchscript_bytes(scorer, (a[:2], b[:2]))
+        run_embed = _torchscript_runner(embed_bytes)
+        run_head = _torchscript_runner(head_bytes)
+    embed_diff = _check(run_embed(images), reference, "embeddings", embed_file)
+    score_diff = _check(run_head(a, b), reference_score, "scores", head_file)
     result = ExportResult(
         format=format,
         embedding_file=str(embed_file),
@@ -151,8 +157,45 @@ def export_model(
         tolerance=TOLERANCE,
     )
     info = _info(source, spec, result, int(reference.shape[1]), model.head.kind)
-    atomic_write_text(info_file, json.dumps(info, indent=1) + "\n")
+    info["sha256"] = {
+        embed_file.name: hashlib.sha256(embed_bytes).hexdigest(),
+        head_file.name: hashlib.sha256(head_bytes).hexdigest(),
+    }
+    text = json.dumps(info, indent=1) + "\n"
+    names = (embed_file.name, head_file.name, info_file.name)
+    remove_stale_temps(info_file.parent, unmarked_for=names)
+    atomic_write_files(
+        [(embed_file, embed_bytes), (head_file, head_bytes), (info_file, text.encode("utf-8"))],
+        remove_first=[info_file],
+    )
     return result
+
+
+def verify_export(info_file: str | os.PathLike[str]) -> dict[str, Any]:
+    """The description ``OUT_STEM.json`` of an export, after checking that the files it names
+    beside it are the ones it was written with (their sha256); `SiamnetError` otherwise."""
+    p = Path(info_file)
+    try:
+        info = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SiamnetError(f"{p}: missing; the export is incomplete: export again") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SiamnetError(f"{p}: not an export description (not JSON)") from exc
+    digests = info.get("sha256") if isinstance(info, dict) else None
+    if not isinstance(digests, dict) or not digests:
+        raise SiamnetError(f"{p}: field sha256: expected the sha256 of each exported file")
+    for name, want in digests.items():
+        f = p.parent / str(name)
+        try:
+            got = hashlib.sha256(f.read_bytes()).hexdigest()
+        except FileNotFoundError as exc:
+            raise SiamnetError(f"{f}: missing, though {p.name} lists it; export again") from exc
+        if got != want:
+            raise SiamnetError(
+                f"{f}: does not match {p.name} (sha256 {got[:12]}..., recorded "
+                f"{str(want)[:12]}...): the files come from different exports; export again"
+            )
+    return info
 
 
 def require_onnx() -> Any:
@@ -187,20 +230,20 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _export_onnx(
+def _onnx_bytes(
     module: nn.Module,
     args: tuple[torch.Tensor, ...],
-    path: Path,
     inputs: list[str],
     outputs: list[str],
-) -> None:
-    """Export with the batch axis free; `inputs` are also the names of forward's arguments."""
+) -> bytes:
+    """An ONNX model of `module`, in memory, with the batch axis free; `inputs` are also the
+    names of forward's arguments."""
     batch = torch.export.Dim("batch", min=1)
     with _quiet_exporter():
-        torch.onnx.export(
+        program = torch.onnx.export(
             module,
             args,
-            str(path),
+            None,
             input_names=inputs,
             output_names=outputs,
             dynamic_shapes={n: {0: batch} for n in inputs},
@@ -210,16 +253,18 @@ def _export_onnx(
             verbose=False,
         )
     module.eval()
+    return program.model_proto.SerializeToString()
 
 
-def _export_torchscript(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path) -> None:
+def _torchscript_bytes(module: nn.Module, args: tuple[torch.Tensor, ...]) -> bytes:
+    """A traced TorchScript archive of `module`, in memory."""
     with _quiet_exporter(), torch.no_grad():
         traced = torch.jit.trace(module, args, check_trace=False)
-    traced.save(str(path))
+    return traced.save_to_buffer()
 
 
-def _onnx_runner(onnxruntime: Any, path: Path) -> Any:
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def _onnx_runner(onnxruntime: Any, model: bytes) -> Any:
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 
     def run(*tensors: torch.Tensor) -> torch.Tensor:
@@ -229,10 +274,10 @@ def _onnx_runner(onnxruntime: Any, path: Path) -> Any:
     return run
 
 
-def _torchscript_runner(path: Path) -> Any:
+def _torchscript_runner(archive: bytes) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        module = torch.jit.load(io.BytesIO(archive), map_location="cpu").eval()
 
     def run(*tensors: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

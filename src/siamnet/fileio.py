@@ -1,42 +1,482 @@
-"""Atomic file writes: a temporary name in the same folder, then a rename."""
+"""Atomic writes of files and folders: a temporary name in the same folder, then a rename.
+
+Temporary names carry the writer's process id, ``.NAME.siamnet-PID-XXXXXXXX.tmp`` for a file
+and ``.NAME.siamnet-PID-XXXXXXXX.new`` (``.old``) for a folder, so that `remove_stale_temps`
+can tell the leftovers of a killed process from the work of a running one. Final files get the
+mode ``0o666 & ~umask`` (folders ``0o777 & ~umask``), like files written by any other tool.
+
+A write that fails for lack of space (``ENOSPC``, ``EDQUOT``, or ``EFBIG`` past a file size
+limit) raises `SiamnetError` with one line, ``no space left writing FILE (...)``; the temporary
+file is removed and the previous file, if any, is left as it was. Tensors are serialised into
+memory first (`save_torch`) so that the operating system's error reaches us rather than
+torch's ``PytorchStreamWriter failed writing file``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
+import io
 import os
+import re
+import shutil
+import sys
 import tempfile
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from siamnet.errors import SiamnetError
+
+#: The mark in every temporary name siamnet writes.
+TEMP_MARK = "siamnet"
+#: Unmarked temporary files (``.NAME.XXXXXXXX.tmp``, no process id) older than this are stale.
+UNMARKED_STALE_AGE_S = 3600.0
+#: Marked temporaries older than this are stale even if their process id is in use again.
+MARKED_STALE_AGE_S = 86400.0
+
+_MARKED = re.compile(
+    rf"^\.(?P<name>.+)\.{TEMP_MARK}-(?P<pid>\d+)-(?P<token>[A-Za-z0-9_]{{8}})"
+    r"\.(?P<kind>tmp|new|old)$"
+)
+_UNMARKED = re.compile(r"^\.(?P<name>.+)\.(?P<token>[a-z0-9_]{8})\.tmp$")
+_NO_SPACE = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "the file size limit was reached",
+}
+_NOT_ALLOWED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+# --- modes -----------------------------------------------------------------------------------
+
+_umask_lock = threading.Lock()
+
+
+@functools.cache
+def _umask_by_setting() -> int:
+    """The umask, read by setting it and putting it back (once per process: not thread-safe)."""
+    with _umask_lock:
+        mask = os.umask(0)
+        os.umask(mask)
+    return mask
+
+
+def current_umask() -> int:
+    """The process's umask, from ``/proc/self/status`` where present (read without changing
+    it), else by setting and restoring it once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _umask_by_setting()
+
+
+def file_mode() -> int:
+    """The mode of a new file: ``0o666 & ~umask``."""
+    return 0o666 & ~current_umask()
+
+
+def folder_mode() -> int:
+    """The mode of a new folder: ``0o777 & ~umask``."""
+    return 0o777 & ~current_umask()
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def write_error(target: str | os.PathLike[str], exc: OSError) -> SiamnetError | None:
+    """The one-line error for an `OSError` while writing `target`, or None if it is a bug."""
+    if exc.errno in _NO_SPACE:
+        return SiamnetError(
+            f"no space left writing {target} ({_NO_SPACE[exc.errno]}); nothing was replaced: "
+            "free some space and run again"
+        )
+    if exc.errno in _NOT_ALLOWED:
+        return SiamnetError(f"cannot write {target}: {exc.strerror or 'not allowed'}")
+    return None
+
+
+@contextlib.contextmanager
+def reported_as(target: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a lack of space or permission while writing into a one-line error naming `target`."""
+    try:
+        yield
+    except OSError as exc:
+        error = write_error(target, exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.{TEMP_MARK}-{os.getpid()}-"
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it onto `path`.
 
-    On any exception the temporary file is removed and `path` is left as it was.
+    On any exception the temporary file is removed and `path` is left as it was; a lack of
+    space (or permission) is reported as one line naming `path`.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    with reported_as(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent
+        )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        with reported_as(target):
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, target)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _remove(tmp)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(fh)`` on a temporary binary file, then rename it onto `path`."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         write(fh)
 
 
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -> None:
+    """Write `data` to `path` atomically."""
+    atomic_write(path, lambda fh: fh.write(data))
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
-    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def torch_bytes(obj: Any) -> memoryview:
+    """`obj` as `torch.save` writes it, in memory."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getbuffer()
+
+
+def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
+    """`torch.save` `obj` to `path` atomically, serialised in memory first so that a full disk
+    is reported as such."""
+    atomic_write_bytes(path, torch_bytes(obj))
+
+
+def write_file(
+    path: str | os.PathLike[str],
+    data: bytes | memoryview,
+    shown_as: str | os.PathLike[str] | None = None,
+) -> None:
+    """Write `data` to a new file `path` (in a folder still being built, see `atomic_folder`),
+    flushed to disk, with the umask's mode; errors name `shown_as` (default `path`)."""
+    p = Path(path)
+    with reported_as(shown_as or p):
+        with open(p, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(p, file_mode())
+
+
+def atomic_write_files(
+    files: Sequence[tuple[str | os.PathLike[str], bytes | memoryview]],
+    remove_first: Sequence[str | os.PathLike[str]] = (),
+) -> None:
+    """Write several files that belong together, e.g. a model and its description.
+
+    Every file is first written to a temporary name and flushed, so that a lack of space
+    leaves all the old files as they were; then each path of `remove_first` is removed (the
+    file that says the others are complete, so that it never describes a mixed set) and the
+    files are renamed into place in the order given (that file last).
+    """
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files:
+            target = Path(path)
+            with reported_as(target):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(
+                    prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent
+                )
+            os.close(fd)
+            temps.append((Path(name), target))
+            write_file(name, data, shown_as=target)
+        for path in remove_first:
+            with reported_as(path), contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        for tmp, target in temps:
+            with reported_as(target):
+                os.replace(tmp, target)
+        if temps:
+            _fsync_folder(temps[-1][1].parent)
+    finally:
+        for tmp, _ in temps:
+            _remove(tmp)
+
+
+# --- folders ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str], keep_others: bool = False) -> Iterator[Path]:
+    """Yield a new empty folder beside `path`; on success it replaces `path` as a whole.
+
+    Where the system can (Linux ``renameat2``), the two folders are exchanged in one step, so
+    `path` always holds the whole old or the whole new folder. Elsewhere the old folder is
+    renamed to ``.NAME.siamnet-PID-XXXXXXXX.old`` and the new one into place; a process killed
+    between the two renames leaves `path` missing and the old folder beside it, which
+    `restore_interrupted_swap` puts back. With `keep_others`, entries of the old folder that
+    the new one lacks (other than temporaries) are carried over.
+    """
+    target = Path(path)
+    if target.name in ("", ".", "..") or target.is_symlink():
+        target = target.resolve()  # replace the folder itself, not a link to it
+    if target.exists() and not target.is_dir():
+        raise SiamnetError(f"{target}: exists and is a file; expected a folder")
+    with reported_as(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".new", dir=target.parent))
+    try:
+        yield tmp
+        with reported_as(target):
+            if keep_others and target.is_dir():
+                _carry_over(target, tmp)
+            os.chmod(tmp, folder_mode())
+            _fsync_folder(tmp)
+            _swap_in(tmp, target)
+            _fsync_folder(target.parent)
+    finally:
+        _remove(tmp)
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Link (or copy) into `new` each entry of `old` that `new` lacks, other than temporaries."""
+    for entry in old.iterdir():
+        dst = new / entry.name
+        if os.path.lexists(dst) or _MARKED.match(entry.name) or _UNMARKED.match(entry.name):
+            continue
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), dst)
+        elif entry.is_dir():
+            shutil.copytree(entry, dst, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, dst)
+
+
+def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put folder `new` at `target`; the folder that was there is removed."""
+    if not os.path.lexists(target):
+        os.rename(new, target)
+        return
+    if _exchange(new, target):
+        _remove(new)  # now the old folder
+        return
+    old = new.with_name(new.name[: -len(".new")] + ".old")
+    os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    _remove(old)
+
+
+@functools.cache
+def _renameat2() -> Any | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Exchange two paths in one step (Linux ``RENAME_EXCHANGE``); False where unsupported."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _fsync_folder(path: Path) -> None:
+    """Flush a folder's entries to disk where the system allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --- leftovers of killed processes -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TempEntry:
+    """A temporary file or folder of siamnet's naming, and whether its writer may still run."""
+
+    path: Path
+    target: Path
+    kind: str  # "tmp", "new" or "old"
+    pid: int | None
+    age_s: float
+
+    @property
+    def writer_running(self) -> bool:
+        if self.pid is None:
+            return self.age_s < UNMARKED_STALE_AGE_S
+        return self.age_s < MARKED_STALE_AGE_S and pid_running(self.pid)
+
+
+def pid_running(pid: int) -> bool:
+    """Whether a process `pid` exists (on this machine)."""
+    if pid <= 0:
+        return False
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there; the age rule decides
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except OSError:
+        return False
+    return True
+
+
+def temp_entries(folder: str | os.PathLike[str]) -> list[TempEntry]:
+    """The temporaries of siamnet's naming directly in `folder`."""
+    d = Path(folder)
+    try:
+        names = os.listdir(d)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    now = time.time()
+    out = []
+    for name in names:
+        marked, unmarked = _MARKED.match(name), _UNMARKED.match(name)
+        match = marked or unmarked
+        if match is None:
+            continue
+        path = d / name
+        try:
+            age = now - path.lstat().st_mtime
+        except FileNotFoundError:
+            continue
+        kind = marked.group("kind") if marked else "tmp"
+        pid = int(marked.group("pid")) if marked else None
+        out.append(TempEntry(path, d / match.group("name"), kind, pid, age))
+    return out
+
+
+def remove_stale_temps(
+    folder: str | os.PathLike[str], unmarked_for: Collection[str] | None = None
+) -> list[Path]:
+    """Remove the temporaries in `folder` left by processes that are no longer running.
+
+    Marked names (``.NAME.siamnet-PID-…``) go when process PID is gone (or after a day);
+    unmarked ones (``.NAME.XXXXXXXX.tmp``, from older versions) after an hour, and only for
+    the NAMEs in `unmarked_for` when it is given. A ``.old`` folder whose NAME is missing is
+    the previous version of an interrupted replacement: it is renamed back, not removed.
+    Returns the paths removed.
+    """
+    removed = []
+    for entry in temp_entries(folder):
+        if entry.writer_running:
+            continue
+        if entry.pid is None and unmarked_for is not None and entry.target.name not in unmarked_for:
+            continue
+        if (entry.kind == "tmp") == (entry.path.is_dir() and not entry.path.is_symlink()):
+            continue  # not one of ours: temporary files are files, .new and .old are folders
+        if entry.kind == "old" and not os.path.lexists(entry.target):
+            with contextlib.suppress(OSError, SiamnetError):
+                restore_interrupted_swap(entry.target)
+            if not os.path.lexists(entry.path):
+                continue
+        with contextlib.suppress(OSError):
+            _remove(entry.path)
+            removed.append(entry.path)
+    return removed
+
+
+def restore_interrupted_swap(path: str | os.PathLike[str]) -> Path | None:
+    """Put back the previous version of folder `path` if a replacement was interrupted.
+
+    Where `path` is missing and a ``.old`` folder of it was left by a process no longer
+    running, that folder is renamed back to `path` and its old name returned; None when there
+    is nothing to restore. Raises `SiamnetError` while another process is replacing `path`,
+    or when the folder cannot be renamed back (the message says where it is).
+    """
+    target = Path(path)
+    if os.path.lexists(target):
+        return None
+    olds = [
+        e
+        for e in temp_entries(target.parent)
+        if e.kind == "old" and e.target.name == target.name and e.path.is_dir()
+    ]
+    if not olds:
+        return None
+    old = min(olds, key=lambda e: e.age_s)
+    if old.writer_running:
+        raise SiamnetError(
+            f"{target}: being replaced by process {old.pid} right now (the previous version is "
+            f"in {old.path.name}); try again when it has finished"
+        )
+    try:
+        os.rename(old.path, target)
+    except OSError as exc:
+        raise SiamnetError(
+            f"{target}: missing; an interrupted replacement left the previous version in "
+            f"{old.path}: rename it back to {target} ({exc.strerror})"
+        ) from exc
+    return old.path

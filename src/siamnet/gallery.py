@@ -5,12 +5,17 @@ On disk a gallery is a folder with
 - ``embeddings.pt``: ``{"embeddings": float32 [N, D]}`` written by `torch.save` with tensors
   only, read back with ``weights_only=True`` (nothing in it can run code);
 - ``gallery.json``: format marker, item count, label (or null) and file name of each item, the
-  head kind, the embedding size and the identity of the checkpoint that made it (a sha256 of its
+  head kind, the embedding size, the identity of the checkpoint that made it (a sha256 of its
   model description and weights), so that adding to it or searching it with another model is
-  refused.
+  refused, and the sha256 of ``embeddings.pt``.
 
-Adding items embeds only the new images. ``embeddings.pt`` is written before ``gallery.json``
-and rows past the recorded count are ignored, so an interrupted add leaves the gallery as it was.
+A gallery is written whole: both files go into a new folder beside it
+(``.NAME.siamnet-PID-XXXXXXXX.new``) that then replaces the old folder in one step
+(`siamnet.fileio.atomic_folder`), so a build, an ``--overwrite`` or an add that is killed
+leaves the old gallery or the new one, never a mix. Loading checks the recorded sha256 and the
+recorded count and size against ``embeddings.pt``, so two files that do not belong together
+are refused; where the system has no one-step exchange and a replacement was cut between its
+two renames, loading puts the previous gallery back. Adding items embeds only the new images.
 
 Search is exact by default, in batched tensor operations (`ExactSearch`): a matrix product for
 ``euclidean`` and ``cosine`` heads, and for the ``l1`` head the weighted L1 distance as two
@@ -22,7 +27,9 @@ FAISS (the optional ``faiss`` extra) with a flat (exact) or IVF (approximate) in
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,13 +40,33 @@ import torch
 from torch.nn import functional as F
 
 from siamnet import __version__
-from siamnet.checkpoint import Checkpoint
+from siamnet.checkpoint import (
+    Checkpoint,
+    Rules,
+    check_fields,
+    describe,
+    is_dict,
+    is_int,
+    is_positive_int,
+    is_sha256,
+    is_str,
+    list_of,
+    or_none,
+)
 from siamnet.errors import ArgumentError, CheckpointError, DataError
 from siamnet.evaluate import embed_images
-from siamnet.fileio import atomic_path, atomic_write_text
+from siamnet.fileio import (
+    TEMP_MARK,
+    atomic_folder,
+    remove_stale_temps,
+    restore_interrupted_swap,
+    temp_entries,
+    torch_bytes,
+    write_file,
+)
 from siamnet.images import IMAGE_SUFFIXES, list_image_files, match_channels, read_images
 from siamnet.infer import SCORE_BLOCK, model_of, scaled_parts, weighted_l1_scaled
-from siamnet.models.heads import L1Head, PairHead, build_head
+from siamnet.models.heads import HEADS, L1Head, PairHead, build_head
 from siamnet.models.siamese import SiameseNet
 
 FORMAT = "siamnet-gallery"
@@ -47,6 +74,28 @@ FORMAT_VERSION = 1
 EMBEDDINGS_FILE = "embeddings.pt"
 INFO_FILE = "gallery.json"
 SEARCH_METHODS = ("exact", "rerank", "faiss", "faiss-ivf")
+
+_log = logging.getLogger("siamnet")
+
+GALLERY_FIELDS: Rules = {
+    "format_version": (
+        f"a whole number from 1 to {FORMAT_VERSION}",
+        lambda v: is_int(v) and v >= 1,
+    ),
+    "siamnet_version": ("a string", is_str),
+    "count": ("a whole number, 0 or more", lambda v: is_int(v) and v >= 0),
+    "dim": ("a positive whole number", is_positive_int),
+    "head": (f"one of {', '.join(HEADS)}", lambda v: is_str(v) and v in HEADS),
+    "checkpoint": ("an object naming the checkpoint that made the gallery", is_dict),
+    "labels": ("a list of labels (strings or null), one per item", list_of(or_none(is_str))),
+    "files": ("a list of file names (strings), one per item", list_of(is_str)),
+    "embeddings_sha256": (f"the sha256 of {EMBEDDINGS_FILE} (64 hex digits)", is_sha256),
+}
+CHECKPOINT_RECORD_FIELDS: Rules = {
+    "sha256": ("the checkpoint's sha256 (64 hex digits)", is_sha256),
+    "path": ("a file path (a string)", is_str),
+    "model_spec": ("an object describing the model", is_dict),
+}
 
 
 # --- identity of a checkpoint ---------------------------------------------------------------
@@ -197,22 +246,56 @@ def add_to_gallery(
 
 
 def save_gallery(gallery: Gallery, folder: str | os.PathLike[str]) -> None:
-    """Write `gallery` into `folder`: ``embeddings.pt`` first, then ``gallery.json``."""
+    """Write `gallery` into `folder` as a whole: a new folder beside it, swapped into place.
+
+    Other files in an existing gallery folder are kept. A full disk is one line, ``no space
+    left writing FILE``, and leaves the old gallery as it was.
+    """
     d = Path(folder)
     if d.exists() and not d.is_dir():
         raise DataError(f"{d}: expected a gallery folder, found a file")
-    d.mkdir(parents=True, exist_ok=True)
-    with atomic_path(d / EMBEDDINGS_FILE) as tmp:
-        torch.save({"embeddings": gallery.embeddings.detach().float().cpu().contiguous()}, tmp)
-    atomic_write_text(d / INFO_FILE, json.dumps(gallery.to_json(), indent=1) + "\n")
+    remove_stale_temps(d.parent, unmarked_for=())
+    if d.is_dir():
+        remove_stale_temps(d)  # temporaries of older versions, which wrote inside the folder
+    data = torch_bytes({"embeddings": gallery.embeddings.detach().float().cpu().contiguous()})
+    info = {**gallery.to_json(), "embeddings_sha256": hashlib.sha256(data).hexdigest()}
+    text = json.dumps(info, indent=1) + "\n"
+    with atomic_folder(d, keep_others=True) as tmp:
+        write_file(tmp / EMBEDDINGS_FILE, data, shown_as=d / EMBEDDINGS_FILE)
+        write_file(tmp / INFO_FILE, text.encode("utf-8"), shown_as=d / INFO_FILE)
     gallery.path = d
 
 
+def _put_back_interrupted(d: Path) -> None:
+    """Where gallery folder `d` is missing because a replacement was cut short, put the
+    previous gallery back (saying so on stderr)."""
+    if os.path.lexists(d):
+        return
+    restored = restore_interrupted_swap(d)
+    if restored is not None:
+        _log.warning(
+            "siamnet: note: %s: put back the previous gallery from %s, left there by a "
+            "replacement that was interrupted",
+            d,
+            restored.name,
+        )
+
+
 def load_gallery(folder: str | os.PathLike[str], device: torch.device | str = "cpu") -> Gallery:
-    """Read a gallery folder; never executes code from it. Damaged galleries are refused."""
+    """Read a gallery folder; never executes code from it. A gallery whose files do not match
+    each other (sha256, count, size) or whose description has a field of the wrong type is
+    refused with one line naming the file and the field."""
     d = Path(folder)
+    _put_back_interrupted(d)
     info_file, emb_file = d / INFO_FILE, d / EMBEDDINGS_FILE
     if not d.is_dir():
+        if not d.exists() and any(
+            e.target == d and e.kind == "new" for e in temp_entries(d.parent)
+        ):
+            raise CheckpointError(
+                f"{d}: missing: a build of this gallery was interrupted before it was complete "
+                "(nothing was put in its place); run 'siamnet index build' again"
+            )
         raise CheckpointError(
             f"{d}: not a gallery folder ({'a file' if d.exists() else 'missing'})"
         )
@@ -220,6 +303,43 @@ def load_gallery(folder: str | os.PathLike[str], device: torch.device | str = "c
         raise CheckpointError(
             f"{d}: not a siamnet gallery (no {INFO_FILE}); make one with index build"
         )
+    info = _read_info(info_file)
+    count, dim = info["count"], info["dim"]
+    try:
+        raw = emb_file.read_bytes()
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{d}: damaged gallery, {EMBEDDINGS_FILE} is missing") from exc
+    recorded = info.get("embeddings_sha256")
+    if recorded is not None:
+        actual = hashlib.sha256(raw).hexdigest()
+        if actual != recorded:
+            raise CheckpointError(
+                f"{emb_file}: does not belong with {INFO_FILE} (its sha256 is {actual[:12]}..., "
+                f"{INFO_FILE} records {recorded[:12]}...): the two files come from different "
+                "writes; rebuild the gallery with 'siamnet index build --overwrite'"
+            )
+    embeddings = _read_embeddings(emb_file, raw)
+    if embeddings.dtype != torch.float32 or list(embeddings.shape) != [count, dim]:
+        raise CheckpointError(
+            f"{emb_file}: expected a float32 tensor of shape [{count}, {dim}] ({INFO_FILE} "
+            f"records {count} items of size {dim}), found {describe(embeddings)}; the two files "
+            "do not belong together: rebuild the gallery with 'siamnet index build --overwrite'"
+        )
+    known = {"format", "format_version", "siamnet_version", "count", "dim", "head", "checkpoint"}
+    known |= {"labels", "files", "embeddings_sha256"}
+    return Gallery(
+        embeddings=embeddings.to(device),
+        labels=info["labels"],
+        files=info["files"],
+        head=info["head"],
+        checkpoint=dict(info["checkpoint"]),
+        path=d,
+        extra={k: v for k, v in info.items() if k not in known},
+    )
+
+
+def _read_info(info_file: Path) -> dict[str, Any]:
+    """``gallery.json``, validated field by field (`GALLERY_FIELDS`)."""
     try:
         info = json.loads(info_file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -228,43 +348,38 @@ def load_gallery(folder: str | os.PathLike[str], device: torch.device | str = "c
         ) from exc
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CheckpointError(f"{info_file}: not a siamnet gallery (no '{FORMAT}' marker)")
-    if int(info.get("format_version", 0)) > FORMAT_VERSION:
+    required = ("format_version", "count", "dim", "head", "checkpoint", "labels", "files")
+    check_fields(info_file, info, GALLERY_FIELDS, required)
+    if info["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{info_file}: gallery format is newer than this siamnet; upgrade")
-    try:
-        payload = torch.load(emb_file, map_location="cpu", weights_only=True)
-        embeddings = payload["embeddings"]
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{d}: damaged gallery, {EMBEDDINGS_FILE} is missing") from exc
-    except Exception as exc:  # noqa: BLE001 - any failure to read is a damaged file
-        raise CheckpointError(f"{emb_file}: damaged gallery embeddings ({exc})"[:300]) from exc
-    count = int(info.get("count", -1))
-    labels, files = info.get("labels"), info.get("files")
-    if (
-        not isinstance(embeddings, torch.Tensor)
-        or embeddings.dim() != 2
-        or len(embeddings) < count
-        or count < 0
-        or not isinstance(labels, list)
-        or not isinstance(files, list)
-        or len(labels) != count
-        or len(files) != count
-    ):
-        raise CheckpointError(
-            f"{d}: damaged gallery: {count} items recorded, embeddings "
-            f"{list(getattr(embeddings, 'shape', []))}, {len(labels or [])} labels, "
-            f"{len(files or [])} file names"
-        )
-    known = {"format", "format_version", "siamnet_version", "count", "dim", "head", "checkpoint"}
-    known |= {"labels", "files"}
-    return Gallery(
-        embeddings=embeddings[:count].float().to(device),
-        labels=labels,
-        files=files,
-        head=str(info.get("head", "")),
-        checkpoint=dict(info.get("checkpoint") or {}),
-        path=d,
-        extra={k: v for k, v in info.items() if k not in known},
+    check_fields(
+        info_file, info["checkpoint"], CHECKPOINT_RECORD_FIELDS, ("sha256",), "checkpoint."
     )
+    count = info["count"]
+    for name in ("labels", "files"):
+        if len(info[name]) != count:
+            raise CheckpointError(
+                f"{info_file}: field {name}: expected {count} entries (count is {count}), "
+                f"found a list of {len(info[name])}"
+            )
+    return info
+
+
+def _read_embeddings(emb_file: Path, raw: bytes) -> torch.Tensor:
+    """The ``embeddings`` tensor of ``embeddings.pt`` (its bytes `raw`), weights only."""
+    try:
+        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read is a damaged file
+        reason = " ".join(str(exc).split())
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
+        raise CheckpointError(f"{emb_file}: damaged gallery embeddings ({reason})") from exc
+    embeddings = payload.get("embeddings") if isinstance(payload, dict) else None
+    if not isinstance(embeddings, torch.Tensor):
+        raise CheckpointError(
+            f"{emb_file}: damaged gallery embeddings: expected an object with an 'embeddings' "
+            f"tensor, found {describe(embeddings if isinstance(payload, dict) else payload)}"
+        )
+    return embeddings
 
 
 def _check_items(images: torch.Tensor, labels: Sequence[str | None], names: Sequence[str]) -> None:
@@ -277,15 +392,24 @@ def _check_items(images: torch.Tensor, labels: Sequence[str | None], names: Sequ
 
 
 def refuse_existing_gallery(out: Path, overwrite: bool) -> None:
-    """Raise `DataError` if `out` is a file, or holds a gallery and not `overwrite`."""
+    """Raise `DataError` if `out` is a file, a folder of other files, or holds a gallery and
+    not `overwrite`. A gallery left aside by an interrupted replacement is put back first."""
+    _put_back_interrupted(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is a file; expected a new gallery folder")
-    if overwrite or not out.exists():
+    if not out.exists():
         return
-    if (out / INFO_FILE).exists() or (out / EMBEDDINGS_FILE).exists():
+    is_gallery = (out / INFO_FILE).exists() or (out / EMBEDDINGS_FILE).exists()
+    if is_gallery and not overwrite:
         raise DataError(
             f"{out}: a gallery is already there; add to it with 'siamnet index add', "
             "or pass --overwrite to replace it"
+        )
+    others = sorted(p.name for p in out.iterdir() if f".{TEMP_MARK}-" not in p.name)
+    if not is_gallery and others:
+        raise DataError(
+            f"{out}: a folder of other files ({others[0]}, ...), not a gallery; a gallery is "
+            "written as a folder of its own: give --out a new or empty folder"
         )
 
 

@@ -21,9 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "                       values 0..255 -> embeddings [B, D]\n"
         "  OUT_STEM.head.EXT    the head: embeddings a, b [B, D] -> similarity score [B], the\n"
         "                       score the checkpoint's threshold applies to (same if >= it)\n"
-        "  OUT_STEM.json        input size and channels, head, threshold, classes, parity\n"
-        "The exported files are run on random inputs and must match PyTorch within\n"
-        "1e-5 + 1e-5*|value| before they are moved into place."
+        "  OUT_STEM.json        input size and channels, head, threshold, classes, parity,\n"
+        "                       and the sha256 of the two files above\n"
+        "The exported networks are run on random inputs and must match PyTorch within\n"
+        "1e-5 + 1e-5*|value| before anything is written. Every file is written to a temporary\n"
+        "name first; OUT_STEM.json is removed, then the two networks and a new OUT_STEM.json\n"
+        "(last) are renamed into place, so an export that is stopped never leaves a\n"
+        "description of files that are not its own."
     )
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
     p.add_argument(

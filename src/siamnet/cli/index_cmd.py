@@ -32,7 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
     _data_options(b)
     b.add_argument("--out", required=True, metavar="DIR", help="the gallery folder to write")
-    b.add_argument("--overwrite", action="store_true", help="replace a gallery already there")
+    b.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a gallery already there (as a whole: the new one is written beside it, "
+        "then swapped in)",
+    )
     _common(b)
     b.set_defaults(func=run_build)
 

@@ -131,7 +131,7 @@ def resnet18(in_channels: int = 1, image_size: tuple[int, int] = (28, 28)) -> nn
         from torchvision.models import resnet18 as tv_resnet18
     except ImportError as exc:
         raise ArgumentError(
-            "--model resnet18 needs torchvision: pip install 'siamnet[vision]'"
+            "the resnet18 backbone needs torchvision: pip install 'siamnet[vision]'"
         ) from exc
     net = tv_resnet18(weights=None)
     net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
