@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import io
+import re
+import warnings
+
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import EpsImagePlugin, Image, PngImagePlugin, features
 
-from siamnet.errors import DataError
+from siamnet.errors import ArgumentError, DataError
 from siamnet.images import (
+    IMAGE_FORMATS,
+    format_of,
     list_image_files,
     match_channels,
+    open_image,
     read_image,
     read_image_bytes,
     read_images,
     read_support_folder,
 )
+
+ACCEPTED = r"expected PNG, JPEG, BMP, GIF, TIFF, WEBP and PPM/PGM/PBM"
 
 
 def _png(path, array):
@@ -145,3 +154,157 @@ def test_match_channels_both_ways():
     assert rgb.shape == (2, 3, 1, 1) and rgb[:, :, 0, 0].tolist() == [[10] * 3, [200] * 3]
     red = torch.tensor([200, 0, 0], dtype=torch.uint8).view(1, 3, 1, 1)
     assert int(match_channels(red, 1)) == 60
+
+
+# --- formats and damaged files -----------------------------------------------------------------
+def damaged_avif() -> bytes:
+    """A real AVIF whose primary-item box (``pitm``) is renamed: libavif then finds no image,
+    which Pillow's AVIF plugin reports as a RuntimeError (not an OSError)."""
+    buf = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buf, format="AVIF")
+    data = buf.getvalue()
+    assert data.count(b"pitm") == 1
+    return data.replace(b"pitm", b"xitm")
+
+
+#: The first bytes of an AVIF file: an ``ftyp`` box with the ``avif`` brand.
+AVIF_HEADER = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + b"\x00" * 64
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n"
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow cannot write AVIF")
+def test_damaged_avif_is_a_data_error_not_a_runtime_error(tmp_path):
+    path = tmp_path / "photo.png"  # the name does not matter: Pillow reads the content
+    path.write_bytes(damaged_avif())
+    with pytest.raises(RuntimeError):  # what plain Pillow does with this file
+        Image.open(path)
+    pattern = rf"^{re.escape(str(path))}: an image in format AVIF; {ACCEPTED}"
+    with pytest.raises(DataError, match=pattern) as err:
+        read_image(path, 1, (28, 28))
+    assert "\n" not in str(err.value)
+    with pytest.raises(DataError, match=r"^upload\.png: an image in format AVIF"):
+        read_image_bytes(path.read_bytes(), 1, (28, 28), name="upload.png")
+
+
+def test_other_formats_are_refused_by_their_signature(tmp_path):
+    path = tmp_path / "x.jpg"
+    path.write_bytes(AVIF_HEADER)
+    with pytest.raises(DataError, match=rf"x\.jpg: an image in format AVIF; {ACCEPTED}"):
+        read_image(path, 1, (28, 28))
+    assert format_of(AVIF_HEADER[:16]) == "AVIF" and format_of(b"\x89PNG\r\n\x1a\n") == "PNG"
+    assert format_of(b"plain text here!") is None
+
+
+def test_eps_is_refused_without_running_anything(tmp_path, monkeypatch):
+    calls = []
+
+    def must_not_run(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("the EPS plugin ran")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", must_not_run)
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", must_not_run)
+    path = tmp_path / "drawing.png"
+    path.write_bytes(EPS)
+    with pytest.raises(DataError, match=rf"drawing\.png: an image in format EPS; {ACCEPTED}"):
+        read_image(path, 1, (28, 28))
+    with pytest.raises(DataError, match=r"up: an image in format EPS"):
+        read_image_bytes(EPS, 1, (28, 28), name="up")
+    assert calls == []
+
+
+def test_any_exception_from_a_decoder_is_a_data_error(tmp_path, monkeypatch):
+    path = _png(tmp_path / "ok.png", np.zeros((4, 4), dtype=np.uint8))
+
+    def broken_load(self):
+        raise RuntimeError("decoder state corrupted")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", broken_load)
+    with pytest.raises(
+        DataError, match=r"ok\.png: not a readable image \(decoder state corrupted\)"
+    ):
+        read_image(path, 1, (4, 4))
+    images, ok, failures = read_images([path], 1, (4, 4))
+    assert ok == [] and images.shape == (0, 1, 4, 4) and "decoder state" in failures[0][1]
+
+
+def test_empty_and_unknown_files_say_what_they_are(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.png: empty file, expected an image"):
+        read_image(empty, 1, (8, 8))
+    text = tmp_path / "notes.png"
+    text.write_text("just some words, not pixels")
+    with pytest.raises(
+        DataError, match=rf"notes\.png: not a readable image \(no known image format; {ACCEPTED}"
+    ):
+        read_image(text, 1, (8, 8))
+    with pytest.raises(DataError, match=r"a folder, expected an image file"):
+        read_image(tmp_path, 1, (8, 8))
+
+
+def bmp_claiming(tmp_path, width: int, height: int):
+    """A tiny BMP whose header claims ``width x height`` pixels (no decoding is needed to see
+    the size)."""
+    buf = io.BytesIO()
+    Image.new("L", (4, 4)).save(buf, format="BMP")
+    data = bytearray(buf.getvalue())
+    data[18:22] = width.to_bytes(4, "little")
+    data[22:26] = height.to_bytes(4, "little")
+    path = tmp_path / f"huge{width}.bmp"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_huge_images_are_refused_before_decoding_without_a_warning(tmp_path):
+    assert Image.MAX_IMAGE_PIXELS is not None
+    side = int((Image.MAX_IMAGE_PIXELS * 1.2) ** 0.5)  # Pillow only warns about this one
+    warned = bmp_claiming(tmp_path, side, side)
+    refused = bmp_claiming(tmp_path, 3 * side, 3 * side)  # and raises for this one
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(
+            DataError,
+            match=rf"huge{side}\.bmp: image too large to decode \({side}x{side} pixels\); at most",
+        ):
+            read_image(warned, 1, (28, 28))
+        with pytest.raises(DataError, match=rf"huge{3 * side}\.bmp: image too large to decode"):
+            read_image(refused, 1, (28, 28))
+    assert [str(w.message) for w in caught] == []
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    array = np.arange(4 * 8, dtype=np.uint8).reshape(4, 8) * 7  # 4 high, 8 wide
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    path = tmp_path / "turned.png"
+    Image.fromarray(array).save(path, exif=exif)
+    image = read_image(path, 1, (8, 4))  # displayed: 8 high, 4 wide
+    expected = np.array(Image.fromarray(array).transpose(Image.Transpose.ROTATE_270))
+    assert torch.equal(image[0], torch.from_numpy(expected))
+    with open_image(path) as opened:
+        assert opened.size == (8, 4)  # the file itself is not turned until read
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".pgm", ".gif", ".webp"])
+def test_every_accepted_format_is_read_exactly(tmp_path, suffix):
+    array = np.random.default_rng(2).integers(0, 256, (6, 5), dtype=np.uint8)
+    path = tmp_path / f"a{suffix}"
+    options = {"lossless": True} if suffix == ".webp" else {}
+    Image.fromarray(array).save(path, **options)
+    with Image.open(path) as check:
+        assert check.format in IMAGE_FORMATS
+    assert torch.equal(read_image(path, 1, (6, 5))[0], torch.from_numpy(array))
+
+
+def test_sizes_below_one_pixel_are_an_argument_error(tmp_path):
+    path = _png(tmp_path / "a.png", np.zeros((4, 4), dtype=np.uint8))
+    for size in [(0, 4), (4, -1)]:
+        with pytest.raises(
+            ArgumentError, match=r"image size .*: expected a height and width of at least 1"
+        ):
+            read_image(path, 1, size)
+    with pytest.raises(ArgumentError, match=r"image size \(4\.5, 4\): expected two integers"):
+        read_images([path], 1, (4.5, 4))

@@ -1,5 +1,11 @@
-"""Reading image files for a trained model: any format Pillow reads, converted to the model's
-channels (``L`` or ``RGB``) and size (bilinear resize), as uint8 ``[C, H, W]``.
+"""Reading image files for a trained model, converted to the model's channels (``L`` or
+``RGB``) and size (bilinear resize), as uint8 ``[C, H, W]``.
+
+Pillow detects a file's format from its content, whatever the file is named, and can open
+dozens of formats; only `IMAGE_FORMATS` are let through (EPS would run Ghostscript, and every
+other decoder widens what a damaged or hostile upload can reach). `open_image` is the one way
+in: every failure, whatever the decoder raises, is a one-line `DataError` naming the file, and an
+image of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels is refused before it is decoded.
 
 Images are taken as they are: a black-on-white drawing is not inverted to match white-on-black
 training data (MNIST, the built-in digits) unless asked with ``invert=True`` (``--invert`` on the
@@ -9,52 +15,99 @@ command line).
 from __future__ import annotations
 
 import io
+import operator
 import os
-from collections.abc import Sequence
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from siamnet.errors import DataError
+from siamnet.errors import ArgumentError, DataError
 from siamnet.progress import progress
+
+#: The Pillow formats an image file may be in (``PPM`` covers PGM and PBM too).
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 #: File name endings read as images when a folder is listed.
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
 )
 
+_ACCEPTED = "PNG, JPEG, BMP, GIF, TIFF, WEBP and PPM/PGM/PBM"
 _MODES = {1: "L", 3: "RGB"}
+
+#: Serialises `Image.open` (header parsing only, under the GIL anyway) so that the warning
+#: filter it runs under is not raced by another thread of this module.
+_OPEN_LOCK = threading.Lock()
+
+
+@contextmanager
+def open_image(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    name: str | os.PathLike[str] | None = None,
+) -> Iterator[Image.Image]:
+    """The decoded first frame of image file `source` (a path, or an upload's bytes), kept open
+    for the ``with`` block.
+
+    Any failure, while opening or in the block (where only Pillow work belongs), is a
+    `DataError` naming `name` (default: the path) with the reason in one line.
+    """
+    encoded = isinstance(source, (bytes, bytearray, memoryview))
+    label = str(name if name is not None else "image" if encoded else source)
+    if encoded:
+        if not source:
+            raise DataError(f"{label}: empty, expected an image file's bytes")
+        fh: BinaryIO = io.BytesIO(source)
+    else:
+        fh = _open_file(Path(source), label)
+    with fh:
+        try:
+            with _identify(fh, label) as image:
+                image.load()
+                yield image
+        except DataError:
+            raise
+        except Exception as exc:  # decoders raise anything: OSError, RuntimeError, ...
+            raise DataError(f"{label}: not a readable image ({_reason(exc)})") from exc
+
+
+def check_image_size(size: Sequence[int]) -> tuple[int, int]:
+    """`size` as ``(H, W)`` integers; an `ArgumentError` unless both are at least 1."""
+    try:
+        height, width = (operator.index(v) for v in size)
+    except (TypeError, ValueError) as exc:
+        raise ArgumentError(f"image size {size!r}: expected two integers (height, width)") from exc
+    if height < 1 or width < 1:
+        raise ArgumentError(
+            f"image size {height}x{width}: expected a height and width of at least 1"
+        )
+    return height, width
 
 
 def read_image(
     path: str | os.PathLike[str], channels: int, size: tuple[int, int], invert: bool = False
 ) -> torch.Tensor:
     """The image file at `path` as uint8 ``[channels, H, W]`` with ``size = (H, W)``."""
-    p = Path(path)
-    try:
-        with Image.open(p) as image:
-            return _to_tensor(image, channels, size, invert)
-    except FileNotFoundError as exc:
-        raise DataError(f"{p}: no such image file") from exc
-    except IsADirectoryError as exc:
-        raise DataError(f"{p}: a folder, expected an image file") from exc
-    except _DECODE_ERRORS as exc:
-        raise DataError(f"{p}: not a readable image ({_reason(exc)})") from exc
+    mode, size = _mode(channels), check_image_size(size)
+    with open_image(path) as image:
+        array = _resized(image, mode, size)
+    return _to_tensor(array, channels, size, invert)
 
 
 def read_image_bytes(
     data: bytes, channels: int, size: tuple[int, int], invert: bool = False, name: str = "image"
 ) -> torch.Tensor:
     """Encoded image bytes (an upload) as uint8 ``[channels, H, W]``; `name` is used in errors."""
-    if not data:
-        raise DataError(f"{name}: empty, expected an image file's bytes")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return _to_tensor(image, channels, size, invert)
-    except _DECODE_ERRORS as exc:
-        raise DataError(f"{name}: not a readable image ({_reason(exc)})") from exc
+    mode, size = _mode(channels), check_image_size(size)
+    with open_image(data, name) as image:
+        array = _resized(image, mode, size)
+    return _to_tensor(array, channels, size, invert)
 
 
 def read_images(
@@ -69,6 +122,8 @@ def read_images(
     Returns uint8 images ``[N, C, H, W]`` of the files that could be read, their paths, and
     ``(path, message)`` for each file that could not. A progress bar on stderr shows `desc`.
     """
+    _mode(channels)
+    size = check_image_size(size)
     out = np.empty((len(paths), channels, size[0], size[1]), dtype=np.uint8)
     ok: list[Path] = []
     failures: list[tuple[Path, str]] = []
@@ -152,37 +207,109 @@ def read_support_folder(
     return images, labels, [classes[k].name for k in kept], ok, failures
 
 
-def _to_tensor(
-    image: Image.Image, channels: int, size: tuple[int, int], invert: bool
-) -> torch.Tensor:
-    """A Pillow image -> uint8 ``[channels, H, W]`` (EXIF orientation applied)."""
+def _open_file(path: Path, label: str) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError as exc:
+        raise DataError(f"{label}: no such image file") from exc
+    except IsADirectoryError as exc:
+        raise DataError(f"{label}: a folder, expected an image file") from exc
+    except OSError as exc:
+        raise DataError(f"{label}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _identify(fh: BinaryIO, label: str) -> Image.Image:
+    """`Image.open` restricted to `IMAGE_FORMATS`, with huge images and other formats refused.
+
+    Pillow only warns (``DecompressionBombWarning``) about more than ``MAX_IMAGE_PIXELS``
+    pixels, and errors at twice that; here both are refused, in one line naming the file, and
+    any warning Pillow gives while identifying a file goes into the message, not to stderr.
+    """
+    with _OPEN_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused just below
+        try:
+            image = Image.open(fh, formats=IMAGE_FORMATS)
+        except UnidentifiedImageError as exc:
+            fh.seek(0)
+            notes = [str(w.message) for w in caught]
+            raise DataError(_unidentified(label, fh.read(16), notes)) from exc
+        except Image.DecompressionBombError as exc:
+            raise DataError(_too_large(label, _reason(exc))) from exc
+    width, height = image.size
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        image.close()
+        raise DataError(_too_large(label, f"{width}x{height} pixels"))
+    return image
+
+
+def _too_large(label: str, found: str) -> str:
+    return (
+        f"{label}: image too large to decode ({found}); at most {Image.MAX_IMAGE_PIXELS:,} "
+        "pixels are accepted (PIL.Image.MAX_IMAGE_PIXELS, against decompression bombs)"
+    )
+
+
+def _unidentified(label: str, prefix: bytes, notes: list[str]) -> str:
+    """Why Pillow found no accepted format in a file starting with `prefix`."""
+    if not prefix:
+        return f"{label}: empty file, expected an image"
+    found = format_of(prefix)
+    if found is not None and found not in IMAGE_FORMATS:
+        return f"{label}: an image in format {found}; expected {_ACCEPTED} (convert it to PNG)"
+    detail = f": {' '.join(' '.join(notes).split())[:160]}" if notes else ""
+    if found is not None:
+        return f"{label}: not a readable image (a damaged {found} file{detail})"
+    return f"{label}: not a readable image (no known image format{detail}; expected {_ACCEPTED})"
+
+
+def format_of(prefix: bytes) -> str | None:
+    """The Pillow format whose signature begins `prefix` (a file's first 16 bytes), or None.
+
+    Only each format's signature test runs; no decoder sees the data.
+    """
+    Image.init()
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        if accept is None:
+            continue
+        try:
+            if accept(prefix):
+                return fmt
+        except Exception:  # a signature test that cannot cope with this prefix: not it
+            continue
+    return None
+
+
+def _mode(channels: int) -> str:
     if channels not in _MODES:
         raise DataError(f"expected 1 or 3 image channels, got {channels}")
-    image.load()
-    image = ImageOps.exif_transpose(image)
-    image = image.convert(_MODES[channels])
+    return _MODES[channels]
+
+
+def _resized(image: Image.Image, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """A loaded Pillow image, EXIF orientation applied, in `mode` at ``size = (H, W)``, as
+    uint8 ``[H, W]`` or ``[H, W, 3]``. Only Pillow work: its failures are the image's."""
+    ImageOps.exif_transpose(image, in_place=True)  # no copy unless the image is turned
+    converted = image.convert(mode)
     height, width = size
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
-    array = np.array(image, dtype=np.uint8).reshape(height, width, channels)
+    if converted.size != (width, height):
+        converted = converted.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(converted)
+
+
+def _to_tensor(
+    array: np.ndarray, channels: int, size: tuple[int, int], invert: bool
+) -> torch.Tensor:
+    """uint8 ``[H, W]`` or ``[H, W, C]`` -> uint8 ``[channels, H, W]`` (one copy)."""
+    chw = array.reshape(size[0], size[1], channels).transpose(2, 0, 1).copy()
     if invert:
-        array = 255 - array
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-
-
-_DECODE_ERRORS = (
-    UnidentifiedImageError,
-    Image.DecompressionBombError,
-    OSError,
-    ValueError,
-    SyntaxError,
-    EOFError,
-)
+        np.subtract(255, chw, out=chw)
+    return torch.from_numpy(chw)
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, UnidentifiedImageError):
-        return "Pillow does not recognise the format"
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:160]
 

@@ -8,6 +8,7 @@ torch), and every test reads the result of its own command.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 _BESIDE_PYTHON = Path(sys.executable).parent / "siamnet"  # the command of this environment
 SIAMNET = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.exists() else shutil.which("siamnet") or "siamnet"
@@ -85,6 +86,16 @@ def write_png(path: Path, seed: int) -> None:
     Image.fromarray(pixels).save(path)
 
 
+def damaged_avif() -> bytes:
+    """An AVIF whose primary-item box is renamed (Pillow's AVIF plugin raises RuntimeError on
+    it); just an AVIF header where this Pillow cannot write AVIF."""
+    if not features.check("avif"):
+        return b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + b"\x00" * 64
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buf, format="AVIF")
+    return buf.getvalue().replace(b"pitm", b"xitm")
+
+
 def write_image_folder(folder: Path) -> Path:
     for i, name in enumerate(["circle/1.png", "circle/2.png", "square/1.png", "square/2.png"]):
         write_png(folder / name, seed=i)
@@ -120,7 +131,17 @@ def files(tmp_path_factory) -> dict[str, Path]:
     corrupt = write_image_folder(root / "shapes_corrupt")
     (corrupt / "square" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     f["corrupt_images"] = corrupt
-    f["cache"] = root / "cache"  # a data cache already holding MNIST's four files
+    avif = write_image_folder(root / "shapes_avif")
+    (avif / "circle" / "photo.png").write_bytes(damaged_avif())
+    f["avif_images"] = avif
+    f["empty_npz"] = root / "empty.npz"
+    np.savez(f["empty_npz"], images=np.zeros((0, 28, 28), np.uint8), labels=np.zeros(0, np.int64))
+    overflow = write_idx_folder(root / "idx_overflow", 6, 6, gz=False)
+    dims = (2**16, 2**24, 2**24)  # their product wraps to 0 in int64
+    header = struct.pack(">BBBB", 0, 0, 0x08, 3) + struct.pack(">3I", *dims)
+    (overflow / "train-images-idx3-ubyte").write_bytes(header)
+    f["overflow_idx"] = overflow
+    f["cache"] = root / "cache"  # a data cache holding MNIST's four files, all damaged (empty)
     (f["cache"] / "mnist").mkdir(parents=True)
     for part in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1"):
         (f["cache"] / "mnist" / f"{part}-ubyte.gz").touch()
@@ -132,7 +153,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 # then environment variables for the fetch commands.
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: connection refused
 FETCH_ENV = {
-    "fetch_cached": {"SIAMNET_DATA": "{cache}"},
+    "fetch_damaged": {"SIAMNET_DATA": "{cache}", "SIAMNET_URL_MNIST": UNREACHABLE},
     "fetch_unreachable": {"SIAMNET_DATA": "{no_cache}", "SIAMNET_URL_MNIST": UNREACHABLE},
 }
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -148,6 +169,9 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "one_class_csv": ("data", "info", "{one_class_csv}"),
     "truncated_idx": ("data", "info", "{truncated_idx}"),
     "corrupt_images": ("data", "info", "{corrupt_images}"),
+    "avif_images": ("data", "info", "{avif_images}"),
+    "empty_npz": ("data", "info", "{empty_npz}"),
+    "overflow_idx": ("data", "info", "{overflow_idx}"),
     "empty_csv": ("data", "info", "{empty_csv}"),
     "empty_dir": ("data", "info", "{empty_dir}"),
     "count_idx": ("data", "info", "{count_idx}"),
@@ -155,7 +179,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "bad_size": ("data", "info", "digits", "--image-size", "28by28"),
     "show_bad_split": ("data", "show", "{good_csv}", "--out", "{root}/x.png", "--split", "valid"),
     "fetch_unknown": ("data", "fetch", "cifar-100"),
-    "fetch_cached": ("data", "fetch", "mnist", "digits"),
+    "fetch_digits": ("data", "fetch", "digits"),
+    "fetch_damaged": ("data", "fetch", "mnist"),
     "fetch_unreachable": ("data", "fetch", "mnist"),
 }
 
@@ -231,13 +256,17 @@ def test_help_ends_with_an_example():
     assert top.returncode == 0 and "data " in top.stdout
 
 
-def test_fetch_prints_where_the_data_is(results, files):
-    result = results["fetch_cached"]
+def test_fetch_prints_where_the_data_is(results):
+    result = results["fetch_digits"]
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
-        f"mnist: {files['cache'] / 'mnist'}",
-        "digits: built in (scikit-learn), nothing to fetch",
-    ]
+    assert result.stdout.splitlines() == ["digits: built in (scikit-learn), nothing to fetch"]
+
+
+def test_fetch_refuses_a_damaged_cache_offline(results, files):
+    damaged = files["cache"] / "mnist" / "train-images-idx3-ubyte.gz"
+    line = refused(results["fetch_damaged"], f"{damaged}: checksum mismatch", "was not used")
+    assert UNREACHABLE in line
+    assert damaged.read_bytes() == b""  # left as it was
 
 
 # --- good files of every format ----------------------------------------------------------------
@@ -263,7 +292,10 @@ def test_info_of_small_files(results):
         ("range_csv", ["out_of_range.csv", "line 4", "300"]),
         ("one_class_csv", ["one_class.csv", "'7'"]),
         ("truncated_idx", ["train-images-idx3-ubyte.gz", "truncated"]),
-        ("corrupt_images", ["broken.png"]),
+        ("corrupt_images", ["broken.png", "not a readable image"]),
+        ("avif_images", ["photo.png", "an image in format AVIF", "expected PNG, JPEG"]),
+        ("empty_npz", ["empty.npz", "no images"]),
+        ("overflow_idx", ["train-images-idx3-ubyte", "truncated", "65536x16777216x16777216"]),
         ("empty_csv", ["empty.csv", "empty"]),
         ("empty_dir", ["empty_folder", "no images"]),
         ("count_idx", ["train-labels-idx1-ubyte", "5 labels", "6 images"]),

@@ -5,7 +5,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -18,7 +22,14 @@ import torch
 from PIL import Image
 
 from siamnet.data import fetch
-from siamnet.data.fetch import cache_dir, dataset_dir, download, extract_zip, fetch_files
+from siamnet.data.fetch import (
+    cache_dir,
+    dataset_dir,
+    download,
+    extract_zip,
+    fetch_files,
+    remove_stale_downloads,
+)
 from siamnet.data.registry import load_dataset
 from siamnet.errors import DataError
 
@@ -159,6 +170,136 @@ def test_no_server_says_where_to_put_the_files(tmp_path):
     assert f"{base}train-images-idx3-ubyte.gz {base}train-labels-idx1-ubyte.gz" in message
     assert f"put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz in {dest}" in message
     assert "\n" not in message and leftovers(dest) == []
+
+
+# --- files already in the cache ----------------------------------------------------------------
+def test_damaged_cached_file_is_downloaded_again(server, tmp_path):
+    body = b"the real thing" * 100
+    server.files["a.bin"] = body
+    (tmp_path / "a.bin").write_bytes(body[:-1] + b"!")  # one byte changed
+    fetch_files("demo", server.url, {"a.bin": sha256(body)}, tmp_path)
+    assert (tmp_path / "a.bin").read_bytes() == body and leftovers(tmp_path) == ["a.bin"]
+    assert server.requests == ["/a.bin"]
+    fetch_files("demo", server.url, {"a.bin": sha256(body)}, tmp_path)  # good now: reused
+    assert server.requests == ["/a.bin"]
+
+
+def test_damaged_cached_file_offline_is_reported_and_not_used(tmp_path):
+    base = f"http://127.0.0.1:{free_port()}/"
+    target = tmp_path / "a.bin"
+    target.write_bytes(b"damaged")
+    with pytest.raises(DataError) as err:
+        fetch_files("demo", base, {"a.bin": sha256(b"good")}, tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"{target}: checksum mismatch (sha256 ")
+    assert "the file was not used and a fresh copy cannot be downloaded" in message
+    assert f"fresh copy of {base}a.bin" in message and "\n" not in message
+    assert target.read_bytes() == b"damaged"  # left for a look, never used
+
+
+def test_damaged_cached_file_with_a_bad_server_names_both(server, tmp_path):
+    server.files["a.bin"] = b"also wrong"
+    (tmp_path / "a.bin").write_bytes(b"damaged")
+    with pytest.raises(
+        DataError,
+        match=r"a\.bin: checksum mismatch .* downloading a fresh copy "
+        r"failed: http://.*/a\.bin: checksum mismatch",
+    ):
+        fetch_files("demo", server.url, {"a.bin": sha256(b"good")}, tmp_path)
+    assert leftovers(tmp_path) == ["a.bin"]
+
+
+def test_load_dataset_refuses_a_damaged_cache_offline(mnist_server, server, tmp_path):
+    load_dataset("mnist")
+    server.stop()
+    damaged = tmp_path / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
+    raw = bytearray(gzip.decompress(damaged.read_bytes()))
+    raw[-1] ^= 0xFF  # one pixel changed: still a valid gzip of a valid IDX file
+    damaged.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(damaged))}: checksum mismatch"):
+        load_dataset("mnist")
+
+
+def test_damaged_cached_zip_is_replaced_then_extracted(server, tmp_path):
+    archive = omniglot_zip("images_background", ["Greek", "Latin"])
+    server.files["images_background.zip"] = archive
+    (tmp_path / "images_background.zip").write_bytes(archive[:100])
+    fetch_files("omniglot", server.url, {"images_background.zip": sha256(archive)}, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images_background"]
+    assert (tmp_path / "images_background" / "Greek" / "character01" / "0.png").is_file()
+
+
+# --- temporaries left by killed runs -----------------------------------------------------------
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def put(path: Path, hours_old: float = 0.0, folder: bool = False) -> Path:
+    """A file (or a folder holding one) at `path`, last modified `hours_old` hours ago."""
+    if folder:
+        (path / "Greek").mkdir(parents=True)
+        (path / "Greek" / "0.png").write_bytes(b"x")
+    else:
+        path.write_bytes(b"partial")
+    if hours_old:
+        stamp = time.time() - hours_old * 3600
+        os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_stale_temporaries_are_removed_and_live_ones_kept(server, tmp_path):
+    body = b"payload"
+    server.files["a.bin"] = body
+    gone, alive = dead_pid(), os.getpid()
+    stale = [
+        put(tmp_path / f".a.bin.siamnet-{gone}-abcd1234.tmp"),  # a download killed mid-way
+        put(tmp_path / ".a.bin.k2j3h4ab.part", 2),  # an older version's download
+        put(tmp_path / f".images_background.siamnet-{gone}-abcd1234.new", folder=True),
+        put(tmp_path / ".images_background.x9y8z7w6.tmp", 2, folder=True),  # older extraction
+    ]
+    kept = [
+        put(tmp_path / f".a.bin.siamnet-{alive}-efgh5678.tmp"),  # a download running now
+        put(tmp_path / ".a.bin.q1w2e3r4.part"),  # recent: an older version may still run
+        put(tmp_path / ".notes.txt", 2),  # not a temporary at all
+        put(tmp_path / ".other.bin.k2j3h4ab.part", 2),  # not a file of this data set
+        put(tmp_path / ".a.bin.zzzzzzzz.part", 2, folder=True),  # a folder, not a download
+    ]
+    files = {"a.bin": sha256(body), "images_background.zip": sha256(b"z")}
+    assert sorted(remove_stale_downloads(tmp_path, files)) == sorted(stale)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in stale)
+    fetch_files("demo", server.url, {"a.bin": sha256(body)}, tmp_path)
+    assert (tmp_path / "a.bin").read_bytes() == body
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.bin", *(p.name for p in kept)])
+
+
+def test_a_download_in_progress_is_named_by_its_process_and_kept(server, tmp_path):
+    body = b"z" * 4000
+    server.files["a.bin"] = body
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            download(server.url + "stall/a.bin", tmp_path / "a.bin", sha256(body), timeout=10)
+        except DataError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=fetch)
+    worker.start()
+    temps: list[Path] = []
+    for _ in range(500):  # until the temporary file appears (it exists from the start)
+        temps = list(tmp_path.glob(".a.bin.*"))
+        if temps or not worker.is_alive():
+            break
+        time.sleep(0.01)
+    assert len(temps) == 1
+    assert re.fullmatch(rf"\.a\.bin\.siamnet-{os.getpid()}-[a-z0-9_]{{8}}\.tmp", temps[0].name)
+    assert remove_stale_downloads(tmp_path, ["a.bin"]) == []
+    worker.join()
+    assert len(errors) == 1 and "cut short" in str(errors[0])  # the stalled server hangs up
+    assert leftovers(tmp_path) == []
 
 
 # --- zip archives ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import re
 import zipfile
 from pathlib import Path
@@ -10,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import EpsImagePlugin, Image, features
 
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.registry import load_dataset, load_path
+from siamnet.data.sources.builtin import load_digits
 from siamnet.data.sources.csv_source import load_csv
 from siamnet.data.sources.folder_source import load_folder
 from siamnet.data.sources.idx_source import FASHION_CLASSES, find_idx_files, load_idx
 from siamnet.data.sources.npz_source import load_npz, save_npz
-from siamnet.errors import DataError
+from siamnet.errors import ArgumentError, DataError
 
 # --- CSV ---------------------------------------------------------------------------------------
 # Four 2x2 images: labels 3, 7, 3, 7; pixel values distinct per image.
@@ -152,6 +154,34 @@ def test_truncated_gzip_names_the_file(tmp_path):
         load_csv(path)
 
 
+def test_csv_cells_numpy_cannot_read_are_named(tmp_path):
+    path = write(tmp_path / "u.csv", "3,1,2,3,4\n7,1_0,2,3,4\n")  # Python's float takes 1_0
+    with pytest.raises(DataError, match=r"u\.csv: line 2, column 2: '1_0' is not a number"):
+        load_csv(path)
+    near = write(tmp_path / "n.csv", "3,1,2,3,4\n7,1.0000001,2,3,4\n")
+    with pytest.raises(DataError, match=r"n\.csv: line 2, column 2: pixel value 1\.0000001 is not"):
+        load_csv(near)
+
+
+@pytest.mark.parametrize("size", [(0, 4), (-2, -2), (4, 0)])
+def test_image_sizes_below_one_pixel_are_refused_by_every_loader(tmp_path, size):
+    csv = write(tmp_path / "d.csv", csv_text(CSV_ROWS))
+    save_npz(sample(), tmp_path / "d.npz")
+    make_idx(tmp_path / "idx", "train", 6)
+    for cls in ("a", "b"):
+        save_image(tmp_path / "imgs" / cls / "0.png", gray(1))
+    loaders = [
+        lambda: load_csv(csv, size),
+        lambda: load_npz(tmp_path / "d.npz", size),
+        lambda: load_idx(tmp_path / "idx", size),
+        lambda: load_folder(tmp_path / "imgs", size),
+        lambda: load_digits(size),
+    ]
+    for load in loaders:
+        with pytest.raises(ArgumentError, match=r"expected a height and width of at least 1"):
+            load()
+
+
 # --- IDX ---------------------------------------------------------------------------------------
 def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
     magic = magic if magic is not None else 0x800 | array.ndim
@@ -264,6 +294,31 @@ def test_idx_truncated_gzip(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: truncated gzip file"):
+        load_idx(tmp_path)
+
+
+def idx_header(magic: int, dims: list[int]) -> bytes:
+    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+
+
+@pytest.mark.parametrize(
+    ("dims", "pattern"),
+    [
+        # 2**16 * 2**24 * 2**24 = 2**64: a product in int64 wraps to 0, matching an empty body
+        ([2**16, 2**24, 2**24], r"truncated: the header promises 65536x16777216x16777216 values"),
+        ([2**32 - 1] * 3, r"truncated: the header promises 4294967295x4294967295x4294967295"),
+        ([6, 0, 3], r"the header gives images of 0x3 pixels; expected a height and width"),
+        ([6, 4, 0], r"the header gives images of 4x0 pixels"),
+        ([0, 4, 3], r"the file holds no images"),
+    ],
+)
+def test_idx_header_dims_are_checked_with_exact_arithmetic(tmp_path, dims, pattern):
+    make_idx(tmp_path, "train", 6)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(
+        idx_header(0x803, dims) + bytes(dims[0] * dims[1] * dims[2] if 0 in dims else 0)
+    )
+    with pytest.raises(DataError, match=rf"train-images-idx3-ubyte: {pattern}"):
         load_idx(tmp_path)
 
 
@@ -386,8 +441,45 @@ def test_folder_errors_name_the_file_or_folder(tmp_path):
         load_folder(one)
     save_image(one / "other" / "z.png", gray(2))
     (one / "other" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(DataError, match=r"other/broken\.png: cannot read this image"):
+    with pytest.raises(DataError, match=r"other/broken\.png: not a readable image"):
         load_folder(one)
+
+
+def avif_bytes() -> bytes:
+    """A real AVIF with its primary-item box renamed (Pillow's AVIF plugin raises
+    RuntimeError on it), or, where this Pillow cannot write AVIF, just an AVIF header."""
+    if not features.check("avif"):
+        return b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + b"\x00" * 64
+    buf = io.BytesIO()
+    Image.fromarray(gray(3)).convert("RGB").save(buf, format="AVIF")
+    return buf.getvalue().replace(b"pitm", b"xitm")
+
+
+def test_folder_refuses_other_formats_whatever_the_name(tmp_path, monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the EPS plugin ran")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", must_not_run)
+    for cls in ("a", "b"):
+        save_image(tmp_path / cls / "0.png", gray(1))
+    bad = tmp_path / "b" / "photo.png"
+    bad.write_bytes(avif_bytes())
+    with pytest.raises(
+        DataError, match=r"b/photo\.png: an image in format AVIF; expected PNG,"
+    ) as err:
+        load_folder(tmp_path)
+    assert "\n" not in str(err.value)
+    bad.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")
+    with pytest.raises(DataError, match=r"b/photo\.png: an image in format EPS; expected PNG,"):
+        load_folder(tmp_path)
+
+
+def test_folder_reads_tiff_and_netpbm(tmp_path):
+    save_image(tmp_path / "a" / "x.tif", gray(1))
+    save_image(tmp_path / "b" / "y.pgm", gray(2))
+    data = load_folder(tmp_path).train
+    assert data.classes == ["a", "b"] and data.channels == 1
+    assert torch.equal(data.images[:, 0], torch.from_numpy(np.stack([gray(1), gray(2)])))
 
 
 # --- npz ---------------------------------------------------------------------------------------
@@ -513,12 +605,122 @@ def test_npz_not_a_zip_and_pickled_objects(tmp_path):
         load_npz(path)
     obj = tmp_path / "obj.npz"
     np.savez(obj, images=np.zeros((2, 2, 2)), labels=np.array([1, "a"], dtype=object))
-    with pytest.raises(DataError, match=r"obj\.npz: cannot read its arrays without pickle"):
+    with pytest.raises(
+        DataError, match=r"obj\.npz: array labels holds Python objects \(dtype object\), which "
+    ):
         load_npz(obj)
     with zipfile.ZipFile(tmp_path / "junk.npz", "w") as zf:
         zf.writestr("images.npy", b"not an array")
     with pytest.raises(DataError, match=r"junk\.npz"):
         load_npz(tmp_path / "junk.npz")
+
+
+@pytest.mark.parametrize(
+    ("arrays", "pattern"),
+    [
+        (
+            {"images": np.zeros((0, 2, 2), dtype=np.uint8), "labels": np.zeros(0, np.int64)},
+            r"images have shape \[0, 2, 2\], no images; expected at least one",
+        ),
+        (
+            {"images": np.zeros((0, 2, 2), dtype=np.int16), "labels": np.zeros(0)},
+            r"images have shape \[0, 2, 2\], no images",
+        ),
+        (
+            {"images": np.zeros((0, 1, 2, 2)), "labels": np.array(["a"])[:0]},
+            r"images have shape \[0, 1, 2, 2\], no images",
+        ),
+        (
+            {"images": np.zeros((3, 0, 4), dtype=np.uint8), "labels": np.arange(3)},
+            r"images have shape \[3, 0, 4\], 0x4 pixels each; expected a height and width",
+        ),
+        (
+            {"images": np.zeros((3, 1, 4, 0)), "labels": np.arange(3)},
+            r"images have shape \[3, 1, 4, 0\], 4x0 pixels each",
+        ),
+        (
+            {"images": np.zeros((2, 2, 2)), "labels": np.array([0.5, 1.0])},
+            r"labels hold NaN, fractional or huge values; expected integers",
+        ),
+        (
+            {"images": np.zeros((2, 2, 2)), "labels": np.array([1e30, 2e30])},
+            r"labels hold NaN, fractional or huge values",
+        ),
+        (
+            {"images": np.zeros((2, 2, 2)), "labels": np.array([1j, 2j])},
+            r"labels have type complex128; expected integers or strings",
+        ),
+        (
+            {"images": np.zeros((2, 2, 2)), "labels": np.array([[0, 1]])},
+            r"labels have shape \[1, 2\] but there are 2 images",
+        ),
+        (
+            {
+                "images": np.zeros((2, 2, 2)),
+                "labels": np.arange(2),
+                "classes": np.array(["a", "a"]),
+            },
+            r"class name 'a' appears more than once in classes",
+        ),
+        (
+            {"images": np.zeros((2, 2, 2), dtype=np.complex64), "labels": np.arange(2)},
+            r"images have type complex64; expected uint8 or float pixels",
+        ),
+    ],
+)
+def test_npz_empty_flat_and_odd_arrays(tmp_path, arrays, pattern):
+    path = tmp_path / "odd.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=rf"odd\.npz: {pattern}"):
+        load_npz(path)
+
+
+def npy_member(shape: tuple[int, ...], body: bytes, dtype: str = "|u1") -> bytes:
+    """A .npy file whose header claims `shape` of `dtype`, followed by `body`."""
+    buf = io.BytesIO()
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + body
+
+
+def test_npz_headers_are_checked_before_reading(tmp_path):
+    labels = io.BytesIO()
+    np.save(labels, np.arange(2))
+    cases = {
+        "forged": (
+            npy_member((2**20, 2**20, 2**20), b"\0" * 8),
+            r"array images is damaged: "
+            r"its header promises 1048576x1048576x1048576 values of uint8 \(1,152,921,",
+        ),
+        "short": (
+            npy_member((2, 2, 2), b"\0" * 5),
+            r"array images is damaged: its header promises 2x2x2 values of uint8 \(8 bytes\) "
+            r"but it holds 5 bytes",
+        ),
+        "junk": (b"not an array at all", r"images\.npy is not a \.npy array"),
+        "objects": (npy_member((2,), b"\0" * 16, "|O"), r"array images holds Python objects"),
+    }
+    for name, (member, pattern) in cases.items():
+        path = tmp_path / f"{name}.npz"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("images.npy", member)
+            zf.writestr("labels.npy", labels.getvalue())
+        with pytest.raises(DataError, match=rf"{name}\.npz: {pattern}"):
+            load_npz(path)
+
+
+def test_npz_encrypted_zip_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "locked.npz"
+    np.savez(path, images=np.zeros((2, 2, 2), np.uint8), labels=np.arange(2))
+    data = bytearray(path.read_bytes())
+    for signature, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local, central
+        at = data.find(signature)
+        while at >= 0:
+            data[at + flag_at] |= 1  # "encrypted"
+            at = data.find(signature, at + 4)
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"locked\.npz: cannot read this \.npz file \(.*encrypted"):
+        load_npz(path)
 
 
 # --- dispatch ----------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "  siamnet compare runs/digits pen1.png pen2.png --invert   # black-on-white drawings",
     )
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
-    p.add_argument("a", metavar="IMAGE_A", help="an image file (any format Pillow reads)")
+    p.add_argument(
+        "a", metavar="IMAGE_A", help="an image file: PNG, JPEG, BMP, GIF, TIFF, WebP or PPM/PGM/PBM"
+    )
     p.add_argument("b", metavar="IMAGE_B", help="another image file")
     p.add_argument(
         "--threshold",

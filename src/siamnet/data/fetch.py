@@ -13,6 +13,23 @@
 Every download goes to a temporary file in the cache folder, is checked against the checksum in
 `CHECKSUMS` and only then renamed into place; zip archives (Omniglot) are extracted to a
 temporary folder and renamed into place too, so the cache never holds a partial file.
+
+Files already in the cache are verified against `CHECKSUMS` every time they are used, not
+trusted: hashing costs about a tenth of a second for the largest set (Fashion-MNIST, 30 MB),
+and a record of size and modification time, which would save that, would also miss damage
+that leaves both unchanged. A damaged file is replaced by a fresh download when the server can
+be reached, and otherwise reported (`DataError` naming the file); it is never used. Two kinds
+of file cannot be verified and are trusted: a system package's folder in `LOCAL_DIRS` (managed
+by the package manager; Debian's gzip files are recompressed, so their bytes differ from the
+published ones) and the decompressed twin of a ``.gz`` (``train-images-idx3-ubyte``) put in the
+cache by hand, which the IDX reader still checks for shape and length. An extracted archive
+(Omniglot's folders) was verified as a zip before extraction and appears in one rename.
+
+Temporary names carry the process id (``.NAME.siamnet-PID-XXXXXXXX.tmp`` for a download,
+``.NAME.siamnet-PID-XXXXXXXX.new`` for an extraction folder, see `siamnet.fileio`), so each run
+first removes what a killed run left, while the temporaries of a download still running in
+another process are kept; temporaries of older versions (``.NAME.XXXXXXXX.part``,
+``.NAME.XXXXXXXX.tmp`` folders), which carry no process id, are removed after an hour.
 """
 
 from __future__ import annotations
@@ -20,16 +37,19 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 from siamnet.errors import DataError
+from siamnet.fileio import TEMP_MARK, UNMARKED_STALE_AGE_S, remove_stale_temps
 from siamnet.progress import progress
 
 #: Seconds to wait for a server to answer (or to send more bytes).
@@ -73,12 +93,17 @@ LOCAL_DIRS: dict[str, list[Path]] = {
 
 _CHUNK = 1 << 20
 
+#: Temporaries of earlier versions, without a process id: ``.NAME.XXXXXXXX.part`` (a download,
+#: a file) and ``.NAME.XXXXXXXX.tmp`` (an extraction, a folder).
+_LEGACY_TEMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(?P<kind>part|tmp)$")
+
 
 def dataset_dir(name: str) -> Path:
     """A folder holding data set `name`'s files, downloading them into the cache if needed.
 
     IDX files (``train-images-idx3-ubyte.gz``, ...) for ``mnist`` and ``fashion-mnist``;
-    ``images_background/`` and ``images_evaluation/`` for ``omniglot``.
+    ``images_background/`` and ``images_evaluation/`` for ``omniglot``. Files in the cache are
+    verified (and a damaged one replaced or reported) every time, see the module's notes.
     """
     key = name.lower()
     if key not in CHECKSUMS:
@@ -87,11 +112,7 @@ def dataset_dir(name: str) -> Path:
     for folder in LOCAL_DIRS.get(key, []):
         if _complete(folder, files):
             return folder
-    dest = cache_dir(key)
-    if not _complete(dest, files):
-        missing = {f: c for f, c in files.items() if not _present(dest, f)}
-        fetch_files(key, base_url(key), missing, dest)
-    return dest
+    return fetch_files(key, base_url(key), files, cache_dir(key))
 
 
 def cache_dir(name: str) -> Path:
@@ -114,31 +135,96 @@ def fetch_files(name: str, base_url: str, files: Mapping[str, str], dest: Path) 
     """Download each of `files` (file name -> ``"sha256:<hex>"`` or ``"md5:<hex>"``) from
     `base_url` into `dest`, verify it and, for a ``.zip``, extract it into ``dest/<stem>/``.
 
-    A file already in `dest` is not downloaded again (a zip there is verified and extracted).
-    Raises `DataError` naming the URL when a download fails, is cut short or has the wrong
-    checksum, and then nothing of that file is left in `dest`.
+    A file already in `dest` is verified, not downloaded again; one with the wrong checksum is
+    downloaded afresh, or reported when the server cannot be reached. Temporaries left in
+    `dest` by killed runs are removed first. Raises `DataError` naming the URL when a download
+    fails, is cut short or has the wrong checksum, and then nothing of that file is left in
+    `dest`.
     """
     dest = Path(dest)
     try:
-        dest.mkdir(parents=True, exist_ok=True)
+        if not dest.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{dest}: cannot create the data folder ({exc.strerror or exc})") from exc
+    remove_stale_downloads(dest, files)
     for filename, checksum in files.items():
         target = dest / filename
         url = base_url + filename
-        if _present(dest, filename):
+        if filename.endswith(".zip") and (dest / target.stem).is_dir():
+            target.unlink(missing_ok=True)  # extracted; a kill came before the zip was removed
             continue
-        if not target.is_file():
+        if target.is_file():
+            problem = _mismatch(target, checksum)
+            if problem is not None:
+                _replace_damaged(target, url, checksum, problem)
+        elif _present(dest, filename):
+            continue  # the decompressed twin of a .gz, put there by hand (see the module)
+        else:
             try:
                 download(url, target, checksum)
             except _Unreachable as exc:
                 raise DataError(_by_hand(name, base_url, files, dest, str(exc))) from exc
-        else:
-            _verify_file(target, checksum, url)
         if filename.endswith(".zip"):
             extract_zip(target, dest)
-            target.unlink()
+            target.unlink(missing_ok=True)
     return dest
+
+
+def _replace_damaged(target: Path, url: str, checksum: str, problem: str) -> None:
+    """Download `url` over the damaged cached file `target`; a `DataError` naming `target` when
+    that is impossible (the damaged file is then left as it is, for a look, and never used)."""
+    try:
+        download(url, target, checksum)
+    except _Unreachable as exc:
+        raise DataError(
+            f"{target}: {problem}; the file was not used and a fresh copy cannot be downloaded "
+            f"({exc}); delete it and run again with a network, or replace it with a fresh copy "
+            f"of {url}"
+        ) from exc
+    except DataError as exc:
+        raise DataError(
+            f"{target}: {problem}; the file was not used and downloading a fresh copy failed: {exc}"
+        ) from exc
+
+
+def remove_stale_downloads(dest: Path, files: Collection[str]) -> list[Path]:
+    """Remove the temporaries in `dest` that killed runs left: marked ones whose process is
+    gone (`siamnet.fileio.remove_stale_temps`), and older versions' unmarked ``.part`` files
+    and ``.tmp`` folders of `files` after an hour. Returns the paths removed."""
+    names = {*files, *(f.removesuffix(".zip") for f in files if f.endswith(".zip"))}
+    removed = remove_stale_temps(dest, unmarked_for=names)
+    now = time.time()
+    for entry in _listdir(dest):
+        match = _LEGACY_TEMP.match(entry.name)
+        if match is None or match["name"] not in names:
+            continue
+        is_dir = entry.is_dir() and not entry.is_symlink()
+        if is_dir != (match["kind"] == "tmp"):
+            continue  # not one of ours: a .part is a file, a .tmp folder an extraction
+        try:
+            if now - entry.lstat().st_mtime < UNMARKED_STALE_AGE_S:
+                continue  # could still be written by a run of an older version
+            if is_dir:
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue
+        removed.append(entry)
+    return removed
+
+
+def _listdir(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
+def _temp_prefix(name: str) -> str:
+    """The start of a temporary name for `name`, marked with this process (`siamnet.fileio`)."""
+    return f".{name}.{TEMP_MARK}-{os.getpid()}-"
 
 
 # --- download ----------------------------------------------------------------------------------
@@ -154,7 +240,9 @@ def download(url: str, target: Path, checksum: str, timeout: float = TIMEOUT_S) 
     """
     algorithm, expected = _parse_checksum(checksum)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=_temp_prefix(target.name), suffix=".tmp", dir=target.parent
+    )
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -225,15 +313,16 @@ def file_digest(path: Path, algorithm: str) -> str:
     return hasher.hexdigest()
 
 
-def _verify_file(path: Path, checksum: str, url: str) -> None:
-    """A file put in the cache by hand must match its checksum too."""
+def _mismatch(path: Path, checksum: str) -> str | None:
+    """None when `path`'s bytes match `checksum`, else what is wrong, for a message."""
     algorithm, expected = _parse_checksum(checksum)
-    found = file_digest(path, algorithm)
-    if found != expected:
-        raise DataError(
-            f"{path}: checksum mismatch ({algorithm} {found}, expected {expected}); replace it "
-            f"with a fresh copy of {url}"
-        )
+    try:
+        found = file_digest(path, algorithm)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if found == expected:
+        return None
+    return f"checksum mismatch ({algorithm} {found}, expected {expected})"
 
 
 # --- archives ----------------------------------------------------------------------------------
@@ -245,7 +334,7 @@ def extract_zip(archive: Path, dest: Path) -> Path:
     ``dest/<stem>``; otherwise everything in the archive does.
     """
     final = dest / archive.stem
-    tmp = Path(tempfile.mkdtemp(prefix=f".{archive.stem}.", suffix=".tmp", dir=dest))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(archive.stem), suffix=".new", dir=dest))
     try:
         try:
             with zipfile.ZipFile(archive) as zf:
@@ -256,7 +345,13 @@ def extract_zip(archive: Path, dest: Path) -> Path:
             raise DataError(f"{archive}: cannot extract this zip archive ({exc})") from exc
         top = [p for p in tmp.iterdir() if p.name != "__MACOSX"]
         source = top[0] if len(top) == 1 and top[0].is_dir() and top[0].name == final.name else tmp
-        os.replace(source, final)
+        try:
+            os.replace(source, final)
+        except OSError as exc:
+            if not final.is_dir():  # else another process extracted the same archive first
+                raise DataError(
+                    f"{final}: cannot put the extracted archive there ({exc.strerror or exc})"
+                ) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final

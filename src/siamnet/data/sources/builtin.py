@@ -11,6 +11,7 @@ import torch
 
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.sources import resize_images
+from siamnet.images import check_image_size
 
 #: Fraction of each class in the test split, and the seed of the fixed split.
 TEST_FRACTION = 0.25
@@ -34,9 +35,10 @@ def load_digits(image_size: tuple[int, int] | None = None):
 
     from siamnet.data.registry import Dataset
 
+    size = None if image_size is None else check_image_size(image_size)
     images, labels = digits_images()
-    if image_size is not None:
-        images = resize_images(images, tuple(image_size))
+    if size is not None:
+        images = resize_images(images, size)
     train_idx, test_idx = train_test_split(
         np.arange(len(labels)),
         test_size=TEST_FRACTION,

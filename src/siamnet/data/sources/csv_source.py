@@ -32,6 +32,7 @@ from siamnet.data.sources import (
     resize_labeled,
 )
 from siamnet.errors import DataError
+from siamnet.images import check_image_size
 
 #: Rows parsed at once by the checking pass (bounds its float64 temporaries).
 _BLOCK_ROWS = 2048
@@ -172,6 +173,10 @@ def _is_header(lines: list[str]) -> bool:
 
 
 def _is_number(text: str) -> bool:
+    """Whether `text` is a number as numpy's reader takes it (Python's ``float`` also takes
+    ``"1_0"``, which numpy does not)."""
+    if "_" in text:
+        return False
     try:
         float(text)
     except ValueError:
@@ -207,7 +212,7 @@ def _image_shape(
     path: Path, num_pixels: int, image_size: tuple[int, int] | None
 ) -> tuple[tuple[int, int], tuple[int, int] | None]:
     """``(H, W)`` of the stored images, and the size to resize them to afterwards (or None)."""
-    wanted = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+    wanted = None if image_size is None else check_image_size(image_size)
     if wanted is not None and wanted[0] * wanted[1] == num_pixels:
         return wanted, None
     side = math.isqrt(num_pixels)
@@ -274,7 +279,7 @@ def _check_pixel_values(path: Path, values: np.ndarray, line_numbers: np.ndarray
         return
     i, j = (int(v) for v in np.argwhere(bad)[0])
     value = float(values[i, j])
-    found = "NaN" if math.isnan(value) else f"{value:g}"
+    found = "NaN" if math.isnan(value) else f"{value:.12g}"
     kind = "not a whole number" if 0 <= value <= 255 else "outside 0..255"
     raise DataError(
         f"{path}: line {int(line_numbers[i])}, column {j + 2}: pixel value {found} is {kind}; "

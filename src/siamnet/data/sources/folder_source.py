@@ -2,14 +2,17 @@
 
 Layouts:
 
-- ``root/<class>/*.png`` (also jpg, jpeg, bmp, gif, webp): one split, ``train``.
+- ``root/<class>/*.png`` (also jpg, jpeg, bmp, gif, tif, tiff, webp, pgm, ppm, pbm): one
+  split, ``train``.
 - Omniglot's ``root/<alphabet>/<character>/*.png``: class ``"alphabet/character"``, and the
   alphabet is the class's group.
 - a root holding ``images_background/`` and/or ``images_evaluation/`` (Omniglot as
   distributed), or ``train/`` and ``test/``, each in one of the layouts above: one split each.
 
-Images are decoded on a thread pool (Pillow releases the GIL while decoding), kept grayscale
-when every image is grayscale, and brought to one size: `image_size` or else the most common.
+Images are decoded on a thread pool (Pillow releases the GIL while decoding) through
+`siamnet.images.open_image`, so only its accepted formats are opened and any failure is a
+`DataError` naming the file; they are kept grayscale when every image is grayscale, and brought
+to one size: `image_size` or else the most common.
 """
 
 from __future__ import annotations
@@ -23,17 +26,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.sources import require_two_classes, resize_images
 from siamnet.errors import DataError
+from siamnet.images import IMAGE_SUFFIXES as _SUFFIXES
+from siamnet.images import check_image_size, open_image
 from siamnet.progress import progress
 
 if TYPE_CHECKING:
     from siamnet.data.registry import Dataset
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = tuple(sorted(_SUFFIXES))
 
 #: Split folders, in the order the splits are returned, with what each is for.
 SPLIT_FOLDERS = {
@@ -67,6 +72,8 @@ def load_folder(path: str | os.PathLike[str], image_size: tuple[int, int] | None
     from siamnet.data.registry import Dataset
 
     root = Path(path)
+    if image_size is not None:
+        image_size = check_image_size(image_size)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     parts = _split_folders(root)
@@ -164,19 +171,10 @@ def decode_images(files: list[Path], desc: str = "images") -> list[np.ndarray]:
 
 def read_image(path: Path) -> np.ndarray:
     """uint8 ``[H, W]`` when the image is grayscale (mode L/1/LA, a gray palette, or RGB with
-    equal channels), else ``[H, W, 3]``; the first frame of an animation."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return _to_array(img)
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-    ) as exc:
-        raise DataError(f"{path}: cannot read this image ({exc})") from exc
+    equal channels), else ``[H, W, 3]``; the first frame of an animation. Any failure is a
+    `DataError` naming the file."""
+    with open_image(path) as img:
+        return _to_array(img)
 
 
 def _to_array(img: Image.Image) -> np.ndarray:

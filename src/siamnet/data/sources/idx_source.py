@@ -7,6 +7,7 @@ uint8 ``[N]``). The ``train`` files are the training split, the ``t10k`` files t
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -23,6 +24,7 @@ from siamnet.data.sources import (
     resize_labeled,
 )
 from siamnet.errors import DataError
+from siamnet.images import check_image_size
 
 if TYPE_CHECKING:
     from siamnet.data.registry import Dataset
@@ -71,6 +73,7 @@ def load_idx(path: str | os.PathLike[str], image_size: tuple[int, int] | None = 
     from siamnet.data.registry import Dataset
 
     path = Path(path)
+    size = None if image_size is None else check_image_size(image_size)
     images_files = _images_files(path)
     splits: dict[str, LabeledImages | None] = {}
     roles: dict[str, str] = {}
@@ -78,7 +81,7 @@ def load_idx(path: str | os.PathLike[str], image_size: tuple[int, int] | None = 
         name, role = _split_name(images_file)
         if name in splits:
             name = images_file.name
-        splits[name] = resize_labeled(_load_pair(images_file), image_size)
+        splits[name] = resize_labeled(_load_pair(images_file), size)
         roles[name] = role
     return Dataset(str(path), splits, roles)
 
@@ -182,10 +185,10 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         raise DataError(
             f"{path}: magic number 0x{found:08x}; expected 0x{magic:08x} for IDX {kind} files"
         )
-    dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4).astype(np.int64)
-    expected = header + int(np.prod(dims))
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    shape = "x".join(map(str, dims))
+    expected = header + math.prod(dims)  # Python ints: no wrap-around for any header
     if len(data) != expected:
-        shape = "x".join(str(int(d)) for d in dims)
         what = "truncated" if len(data) < expected else "longer than its header says"
         raise DataError(
             f"{path}: {what}: the header promises {shape} values ({expected:,} bytes) but the "
@@ -193,7 +196,12 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         )
     if dims[0] == 0:
         raise DataError(f"{path}: the file holds no {kind.split()[0]}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(tuple(dims.tolist())).copy()
+    if 0 in dims[1:]:
+        raise DataError(
+            f"{path}: the header gives images of {'x'.join(map(str, dims[1:]))} pixels; "
+            "expected a height and width of at least 1"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
 def _is_fashion(images_file: Path) -> bool:

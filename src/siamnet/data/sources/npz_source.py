@@ -9,17 +9,22 @@ labels must be among its names; ``groups`` has one name per class. Files are rea
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import numpy.lib.format as npy_format
 import torch
 
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.sources import classes_from_values, resize_labeled
 from siamnet.errors import DataError
 from siamnet.fileio import atomic_write
+from siamnet.images import check_image_size
 
 REQUIRED = ("images", "labels")
 
@@ -29,11 +34,12 @@ def load_npz(
 ) -> LabeledImages:
     """Read `path` into uint8 images ``[N, C, H, W]``; `image_size` ``(H, W)`` resizes them."""
     path = Path(path)
+    size = None if image_size is None else check_image_size(image_size)
     arrays = _read_arrays(path)
     images, notes = _images(path, arrays["images"])
     labels, classes, groups = _labels(path, arrays, len(images))
     data = LabeledImages(images, labels, classes, groups, source=str(path), notes=notes)
-    return resize_labeled(data, image_size)
+    return resize_labeled(data, size)
 
 
 def save_npz(data: LabeledImages, path: str | os.PathLike[str]) -> Path:
@@ -56,33 +62,84 @@ def save_npz(data: LabeledImages, path: str | os.PathLike[str]) -> Path:
 
 # --- reading -----------------------------------------------------------------------------------
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of `path` by name; `images` and `labels` must be there."""
+    """The arrays of `path` by name; `images` and `labels` must be there.
+
+    Each member's ``.npy`` header is checked before its data is read: object arrays (which
+    need pickle) are refused, and the bytes its shape and type promise must be what the member
+    holds, so that a damaged or forged header never allocates more than the file holds.
+    """
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not an .npz file (not a zip archive of .npy arrays)")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [name for name in REQUIRED if name not in npz.files]
+        with zipfile.ZipFile(path) as zf:
+            members = {_array_name(i.filename): i for i in zf.infolist() if not i.is_dir()}
+            missing = [name for name in REQUIRED if name not in members]
             if missing:
-                has = ", ".join(npz.files) or "no arrays"
+                has = ", ".join(members) or "no arrays"
                 raise DataError(
                     f"{path}: missing array(s) {', '.join(missing)}; the file has {has} "
                     "(expected images and labels, optionally classes and groups)"
                 )
-            wanted = [*REQUIRED, "classes", "groups"]
-            return {name: npz[name] for name in wanted if name in npz.files}
+            wanted = [name for name in (*REQUIRED, "classes", "groups") if name in members]
+            return {name: _read_member(path, zf, members[name], name) for name in wanted}
     except DataError:
         raise
-    except ValueError as exc:  # object arrays need pickle, which is never allowed
-        raise DataError(f"{path}: cannot read its arrays without pickle ({exc})") from exc
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path}: damaged .npz file ({exc})") from exc
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error) as exc:
+        raise DataError(f"{path}: damaged .npz file ({' '.join(str(exc).split())})") from exc
+    except (RuntimeError, NotImplementedError) as exc:  # encrypted, or an unknown compression
+        raise DataError(f"{path}: cannot read this .npz file ({exc})") from exc
+
+
+def _array_name(member: str) -> str:
+    return member.removesuffix(".npy")
+
+
+def _read_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> np.ndarray:
+    """One ``.npy`` member, its header checked against its size first (see `_read_arrays`)."""
+    with zf.open(info) as fh:
+        try:
+            version = npy_format.read_magic(fh)
+        except ValueError as exc:
+            raise DataError(f"{path}: {info.filename} is not a .npy array") from exc
+        if version in ((1, 0), (2, 0)):
+            read_header = (
+                npy_format.read_array_header_1_0
+                if version == (1, 0)
+                else npy_format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(fh)
+            if dtype.hasobject:
+                raise DataError(
+                    f"{path}: array {name} holds Python objects (dtype {dtype}), which cannot "
+                    "be read without pickle, never allowed here; save it as numbers or strings"
+                )
+            promised = math.prod(int(d) for d in shape) * dtype.itemsize
+            held = info.file_size - fh.tell()
+            if promised != held:
+                dims = "x".join(str(int(d)) for d in shape) or "scalar"
+                raise DataError(
+                    f"{path}: array {name} is damaged: its header promises {dims} values of "
+                    f"{dtype} ({promised:,} bytes) but it holds {held:,} bytes"
+                )
+    with zf.open(info) as fh:
+        return npy_format.read_array(fh, allow_pickle=False)
 
 
 def _images(path: Path, array: np.ndarray) -> tuple[torch.Tensor, tuple[str, ...]]:
     """uint8 ``[N, C, H, W]`` from any accepted layout and type, and notes on conversions."""
     nchw = _to_nchw(path, array)
+    n, _, height, width = (int(d) for d in nchw.shape)
+    if n == 0:
+        raise DataError(
+            f"{path}: images have shape {list(array.shape)}, no images; expected at least one"
+        )
+    if height == 0 or width == 0:
+        raise DataError(
+            f"{path}: images have shape {list(array.shape)}, {height}x{width} pixels each; "
+            "expected a height and width of at least 1"
+        )
     if nchw.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(nchw)), ()
     if nchw.dtype == np.bool_:
@@ -136,9 +193,14 @@ def _labels(
             f"{path}: labels have shape {list(values.shape)} but there are {n} images; expected "
             f"[{n}], one label per image"
         )
+    if values.dtype.kind not in "biufUS":
+        raise DataError(f"{path}: labels have type {values.dtype}; expected integers or strings")
     if np.issubdtype(values.dtype, np.floating):
-        if not (np.isfinite(values).all() and (values == np.rint(values)).all()):
-            raise DataError(f"{path}: labels hold NaN or fractional values; expected integers")
+        whole = np.isfinite(values).all() and (values == np.rint(values)).all()
+        if not (whole and np.abs(values).max() < 2**53):
+            raise DataError(
+                f"{path}: labels hold NaN, fractional or huge values; expected integers"
+            )
         values = values.astype(np.int64)
     if "classes" in arrays:
         labels, classes = _labels_with_names(path, values, arrays["classes"])
@@ -146,7 +208,7 @@ def _labels(
         labels, classes = classes_from_values(values)
     groups = None
     if "groups" in arrays:
-        groups = [str(g) for g in arrays["groups"].reshape(-1).tolist()]
+        groups = [_text(g) for g in arrays["groups"].reshape(-1).tolist()]
         if len(groups) != len(classes):
             raise DataError(
                 f"{path}: {len(groups)} groups but {len(classes)} classes; expected one group "
@@ -159,7 +221,15 @@ def _labels_with_names(
     path: Path, values: np.ndarray, names: np.ndarray
 ) -> tuple[torch.Tensor, list[str]]:
     """Labels from integer indices into `names`, or from strings found among `names`."""
-    classes = [str(c) for c in names.reshape(-1).tolist()]
+    classes = [_text(c) for c in names.reshape(-1).tolist()]
+    repeated = sorted(c for c, count in Counter(classes).items() if count > 1)
+    if repeated:
+        raise DataError(
+            f"{path}: class name {repeated[0]!r} appears more than once in classes; expected "
+            f"{len(classes)} different names"
+        )
+    if values.dtype == np.bool_:
+        values = values.astype(np.int64)
     if np.issubdtype(values.dtype, np.integer):
         if values.min() < 0 or values.max() >= len(classes):
             raise DataError(
@@ -175,3 +245,7 @@ def _labels_with_names(
         raise DataError(f"{path}: label {unknown[0]!r} is not among the {len(classes)} class names")
     ids = np.array([lookup[u] for u in unique.tolist()], dtype=np.int64)
     return torch.from_numpy(ids[inverse.reshape(-1)]), classes
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
