@@ -1,5 +1,6 @@
 """The web page in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``),
-driven with Selenium: compare two uploaded images, draw on the pad, take a screenshot.
+driven with Selenium: compare two uploaded images, draw on the pad, take a screenshot, and see
+that a page under another name pointed at the service (DNS rebinding) gets no answers.
 
 Outside CI a missing browser skips these tests; with ``CI`` set it fails them.
 """
@@ -22,6 +23,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT_COPY = Path("/tmp/siamnet_page.png")
 TIMEOUT = 20
+
+#: A name the browser resolves to 127.0.0.1, as a rebinding attacker's domain would.
+REBOUND_NAME = "rebind.example"
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +73,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         "--disable-dev-shm-usage",
         "--window-size=1280,900",
         f"--user-data-dir={profile}",
+        f"--host-resolver-rules=MAP {REBOUND_NAME} 127.0.0.1",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=DriverService(str(CHROMEDRIVER)), options=options)
@@ -160,3 +165,20 @@ def draw_a_ring(browser: Any) -> None:
         ".map(img => img.complete && img.naturalWidth === 28)"
     )
     assert loaded == [True] * 4
+
+
+def test_a_page_under_another_name_gets_no_answers(browser: Any, service: Service) -> None:
+    from selenium.webdriver.common.by import By
+
+    port = service.url.rsplit(":", 1)[1].rstrip("/")
+    browser.get(f"http://localhost:{port}/")  # the page under a loopback name works
+    wait_for(browser, lambda d: "support: 4 classes" in text_of(d, "model-summary"), "no /info")
+
+    browser.get(f"http://{REBOUND_NAME}:{port}/")  # the same service, reached by another name
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert f"Host '{REBOUND_NAME}:{port}' is not a name this service answers to" in body
+    status = browser.execute_script(
+        "const r = new XMLHttpRequest(); r.open('GET', '/info', false); r.send();"
+        "return [r.status, r.responseText];"
+    )
+    assert status[0] == 400 and "--allowed-host rebind.example" in status[1]

@@ -1,11 +1,15 @@
 """The HTTP service as a real `siamnet serve` subprocess, exercised with a real HTTP client:
-each endpoint, bad uploads, the upload cap, concurrent requests, and start-up errors."""
+each endpoint, bad uploads, the upload cap, the Host check, concurrent requests, and start-up
+errors."""
 
 from __future__ import annotations
 
 import io
+import json
 import socket
+import struct
 import subprocess
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ import torch
 from PIL import Image
 
 from siamnet.checkpoint import load_checkpoint
+from siamnet.errors import DataError
 from siamnet.images import read_image
 from siamnet.infer import compare
 from siamnet.serve.service import ModelService
@@ -174,6 +179,65 @@ def test_bad_uploads_get_400_with_a_clear_message(
     assert answer.status_code == 404 and "support class 99" in answer.json()["detail"]
 
 
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def damaged_files(root: Path, good_png: bytes) -> list[tuple[Path, str]]:
+    """Files no upload may be decoded from, with what the error must say about each."""
+    eps = root / "figure.eps"  # a refused format, and damaged: the PostScript stops short
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n%%EndComments\n/x ")
+    truncated = root / "truncated.png"
+    truncated.write_bytes(good_png[: len(good_png) // 2])
+    huge = root / "huge.png"  # a valid header declaring 8000 x 8000 pixels, and no pixels
+    header = struct.pack(">IIBBBBB", 8000, 8000, 8, 0, 0, 0, 0)
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IEND", b""))
+    garbled = root / "garbled.png"  # the right header, then bytes that are not compressed data
+    ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
+    idat = png_chunk(b"IDAT", bytes(range(256)) * 4)
+    garbled.write_bytes(b"\x89PNG\r\n\x1a\n" + ihdr + idat + png_chunk(b"IEND", b""))
+    return [
+        (eps, "field 'a' (figure.eps): "),
+        (truncated, "field 'a' (truncated.png): not a readable image"),
+        (huge, "field 'a' (huge.png): image of 8000x8000 pixels; at most 40 megapixels"),
+        (garbled, "field 'a' (garbled.png): not a readable image"),
+    ]
+
+
+def test_damaged_or_refused_images_get_400_naming_the_field(
+    service: Service, shape_files: ShapeFiles, tmp_path: Path
+) -> None:
+    good = shape_files.queries["bar0"]
+    for path, message in damaged_files(tmp_path, good.read_bytes()):
+        for endpoint, field in [("compare", "a"), ("classify", "image"), ("search", "image")]:
+            files = {field: upload(path, path.name)}
+            if endpoint == "compare":
+                files["b"] = upload(good)
+            answer = post(service.url + endpoint, files)
+            assert answer.status_code == 400, (path.name, endpoint, answer.text)
+            detail = answer.json()["detail"]
+            assert detail.startswith(message.replace("'a'", f"'{field}'")), detail
+            assert "\n" not in detail and "Traceback" not in detail
+    assert HTTP.get(service.url + "health").status_code == 200
+
+
+def test_any_decoder_failure_is_a_data_error_naming_the_upload(
+    shape_files: ShapeFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import siamnet.serve.service as service_module
+
+    service = ModelService.load(shape_files.checkpoint)
+    data = shape_files.queries["bar0"].read_bytes()
+    assert service.decode(data, "field 'a'").shape == (1, 28, 28)
+
+    def broken_decoder(*args: Any, **kwargs: Any) -> torch.Tensor:
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(service_module, "read_image_bytes", broken_decoder)
+    with pytest.raises(DataError, match=r"^field 'a' \(x.tif\): not a readable image \(unpack"):
+        service.decode(data, "field 'a' (x.tif)")
+
+
 def test_uploads_over_the_cap_get_413(service: Service, shape_files: ShapeFiles) -> None:
     files = {"a": upload(shape_files.large_noise), "b": upload(shape_files.queries["bar0"])}
     answer = post(service.url + "compare", files)  # with Content-Length
@@ -207,6 +271,50 @@ def test_classify_and_search_without_support_or_gallery_get_409(
     assert HTTP.get(bare_service.url + "support/0/image").status_code == 409
     pair = {"a": files["image"], "b": upload(shape_files.queries["bar1"])}
     assert post(bare_service.url + "compare", pair).json()["same"] is True
+
+
+# --- the Host check --------------------------------------------------------------------------
+
+
+def test_only_loopback_host_names_are_answered_by_default(
+    service: Service, shape_files: ShapeFiles
+) -> None:
+    port = service.url.rsplit(":", 1)[1].rstrip("/")
+    for host in ["127.0.0.1", f"127.0.0.1:{port}", "localhost", "LocalHost.:80", "[::1]:9"]:
+        answer = HTTP.get(service.url + "health", headers={"Host": host})
+        assert answer.status_code == 200, (host, answer.text)
+    refused = {
+        f"rebind.example:{port}": (
+            f"Host 'rebind.example:{port}' is not a name this service answers to; if clients "
+            "reach it by that name, start it with --allowed-host rebind.example"
+        ),
+        "127.0.0.1.rebind.example": "Host '127.0.0.1.rebind.example' is not a name",
+        "localhost.rebind.example:80": "Host 'localhost.rebind.example:80' is not a name",
+        "::1": "Host header '::1': expected a host name or address",
+        "localhost:http": "Host header 'localhost:http': expected a host name or address",
+    }
+    for host, message in refused.items():
+        for path in ("health", "info", ""):
+            answer = HTTP.get(service.url + path, headers={"Host": host})
+            assert answer.status_code == 400, (host, path, answer.text)
+            assert answer.headers["content-type"] == "application/json"
+            assert answer.json()["detail"].startswith(message), answer.text
+    files = {"a": upload(shape_files.queries["bar0"]), "b": upload(shape_files.queries["bar1"])}
+    answer = HTTP.post(service.url + "compare", files=files, headers={"Host": "rebind.example"})
+    assert answer.status_code == 400 and "--allowed-host rebind.example" in answer.text
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as raw:
+        raw.sendall(b"GET /health HTTP/1.0\r\n\r\n")  # HTTP/1.0 may leave Host out
+        status, body = read_until_closed(raw)
+    assert status == 400 and body["detail"].startswith("missing Host header")
+
+
+def read_until_closed(sock: socket.socket) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body of the answer on a raw connection that the service closes."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
 
 
 # --- concurrency -----------------------------------------------------------------------------

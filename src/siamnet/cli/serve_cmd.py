@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
+import re
 import socket
 import sys
 from typing import Any
@@ -12,6 +14,14 @@ from siamnet.cli.classify_cmd import report_skipped
 from siamnet.cli.common import add_verb
 from siamnet.cli.compare_cmd import add_image_options
 from siamnet.errors import ArgumentError
+from siamnet.serve.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT
+
+SECURITY_NOTE = (
+    "The service has no authentication: anyone who can reach it can use it. It listens on\n"
+    "127.0.0.1 (this machine only) by default and answers only requests addressed to\n"
+    "127.0.0.1, localhost or [::1] (add names with --allowed-host). To expose it, keep it on\n"
+    "127.0.0.1 behind a reverse proxy that authenticates, and allow the name the proxy sends."
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,8 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "extra:\npip install 'siamnet[serve]'.",
         "siamnet serve runs/digits --support support/\n"
         "  siamnet serve runs/digits --support support/ --gallery gallery/ --port 8080\n"
-        "  siamnet serve runs/faces --gallery people/ --host 0.0.0.0 --max-upload-mb 2",
+        "  siamnet serve runs/faces --gallery people/ --max-upload-mb 2 "
+        "--allowed-host faces.example.org\n"
+        "    (behind an authenticating proxy that serves faces.example.org and forwards to "
+        "127.0.0.1:8000)",
     )
+    p.description = p.description.replace("\n\nexample:", f"\n\n{SECURITY_NOTE}\n\nexample:", 1)
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
     p.add_argument(
         "--support",
@@ -38,7 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a gallery folder made by 'siamnet index build', or a folder of images embedded "
         "at start-up (enables /search)",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; any other than loopback makes the service, which has no "
+        "authentication, reachable from other machines (that address is then allowed as a "
+        "Host too)",
+    )
     p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one)")
     p.add_argument(
         "--max-upload-mb",
@@ -59,6 +79,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="how /classify scores a class: mean similarity to its support images, or "
         "similarity to their mean embedding",
     )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (any port), e.g. the public name a "
+        "reverse proxy forwards; repeat for more names; '*.example.org' allows every name under "
+        "example.org, '*' any name. Always allowed: 127.0.0.1, localhost, [::1]",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="connections and requests handled at once; a request beyond them is answered 503",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=DEFAULT_READ_TIMEOUT,
+        metavar="SECONDS",
+        help="a request's headers, and then its body, must each arrive within this many "
+        "seconds, or it is answered 408 and its connection closed",
+    )
     add_image_options(p)
     p.add_argument("--access-log", action="store_true", help="log every request on stderr")
     p.set_defaults(func=run)
@@ -69,16 +112,18 @@ def run(args: argparse.Namespace) -> int:
 
     require_serve_extra()
     max_bytes = _max_upload_bytes(args.max_upload_mb)
+    _check_limits(args.max_connections, args.read_timeout)
+    hosts = allowed_hosts(args.host, args.allowed_host or [])
     sock = listening_socket(args.host, args.port)  # before the model loads: fail fast
     try:
-        app = _make_app(args, max_bytes)
-        _serve(app, sock, args.access_log)
+        app = _make_app(args, max_bytes, hosts)
+        _serve(app, sock, args.max_connections, args.read_timeout, args.access_log)
     finally:
         sock.close()
     return 0
 
 
-def _make_app(args: argparse.Namespace, max_bytes: int) -> Any:
+def _make_app(args: argparse.Namespace, max_bytes: int, hosts: list[str]) -> Any:
     from siamnet.device import resolve_device
     from siamnet.serve.app import build_app
     from siamnet.serve.service import ModelService
@@ -95,11 +140,15 @@ def _make_app(args: argparse.Namespace, max_bytes: int) -> Any:
     for state in (service.support, service.gallery):
         if state is not None:
             report_skipped(state.failures)
-    return build_app(service, max_bytes)
+    return build_app(service, max_bytes, hosts, args.read_timeout)
 
 
-def _serve(app: Any, sock: socket.socket, access_log: bool) -> None:
+def _serve(
+    app: Any, sock: socket.socket, max_connections: int, read_timeout: float, access_log: bool
+) -> None:
     import uvicorn
+
+    from siamnet.serve.server import server_config
 
     class AnnouncingServer(uvicorn.Server):
         """Says where the service is once it accepts connections."""
@@ -111,13 +160,7 @@ def _serve(app: Any, sock: socket.socket, access_log: bool) -> None:
                 print(f"siamnet: serving at {url} (API: {url}docs); Ctrl+C stops", file=sys.stderr)
                 sys.stderr.flush()
 
-    config = uvicorn.Config(
-        app,
-        log_level="info" if access_log else "warning",
-        access_log=access_log,
-        timeout_graceful_shutdown=5,
-    )
-    server = AnnouncingServer(config)
+    server = AnnouncingServer(server_config(app, max_connections, read_timeout, access_log))
     server.run(sockets=[sock])
     if server.should_exit:
         # Stopped by Ctrl+C or SIGTERM. uvicorn re-raises the signal once it has shut down, but
@@ -129,6 +172,39 @@ def _max_upload_bytes(megabytes: float) -> int:
     if not megabytes > 0 or megabytes > 1e6:
         raise ArgumentError(f"--max-upload-mb {megabytes}: expected a size above 0 MB")
     return max(1, int(megabytes * 1_000_000))
+
+
+def _check_limits(max_connections: int, read_timeout: float) -> None:
+    if max_connections < 1:
+        raise ArgumentError(f"--max-connections {max_connections}: expected at least 1")
+    if not (read_timeout > 0 and math.isfinite(read_timeout)):
+        raise ArgumentError(f"--read-timeout {read_timeout}: expected seconds above 0")
+
+
+def allowed_hosts(host: str, extra: list[str]) -> list[str]:
+    """The names the service answers to: loopback, `extra` (``--allowed-host``) and `host`
+    itself when it is a name or an address of a single interface other than loopback."""
+    names = ["127.0.0.1", "localhost", "::1"]
+    for name in extra:
+        bare = name.strip()
+        if bare.startswith("[") and bare.endswith("]"):
+            bare = bare[1:-1]
+        under = bare[2:] if bare.startswith("*.") else bare
+        if bare != "*" and "*" in under:
+            raise ArgumentError(f"--allowed-host {name!r}: '*' may only start the name, as '*.'")
+        if bare != "*" and not _HOST_NAME.fullmatch(under):
+            raise ArgumentError(
+                f"--allowed-host {name!r}: expected a host name or address without a port, "
+                "'*.example.org' or '*'"
+            )
+        names.append(bare)
+    if not _is_loopback(host) and host.strip() not in ("", "0.0.0.0", "::"):
+        names.append(host.strip())
+    return names
+
+
+#: A host name or an IPv4 or IPv6 address, as --allowed-host takes it (no port).
+_HOST_NAME = re.compile(r"[A-Za-z0-9_.-]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -153,8 +229,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
         ) from exc
     if not _is_loopback(host):
         print(
-            f"siamnet: warning: listening on {host}, reachable from other machines; "
-            "the service has no authentication",
+            f"siamnet: warning: listening on {host}, reachable from other machines; the service "
+            "has no authentication: put it behind a reverse proxy that authenticates",
             file=sys.stderr,
         )
     return sock

@@ -4,6 +4,11 @@
 ``/search``, ``GET /health`` and ``/info``, an OpenAPI description at ``/docs`` and a page to
 try the model at ``/``. `ModelService` holds the model, the support set and the gallery, loaded
 once, and answers requests safely from many threads; it needs no web framework.
+
+The service has no authentication. It answers only requests addressed to an allowed host name
+(loopback by default, `siamnet.serve.hosts`), caps and times the reading of each request
+(`siamnet.serve.limits`), and bounds the connections it handles (`siamnet.serve.server`); to
+expose it, put it behind a reverse proxy that authenticates.
 """
 
 from __future__ import annotations

@@ -1,16 +1,22 @@
 """The HTTP service (FastAPI): compare, classify and search endpoints, and a page to try them.
 
 Every error is JSON ``{"detail": "<one line>"}``: 400 for a bad upload or argument (not an
-image, empty, a missing field), 413 for a body over the upload cap (counted while reading),
-404 for an unknown path or support class, 409 when the service was started without the
-support set or gallery a request needs. The OpenAPI description is at ``/openapi.json``,
-browsable at ``/docs``.
+image, a damaged or refused one, empty, a missing field) and for a ``Host`` header that is not
+an allowed name, 413 for a body over the upload cap (counted while reading), 408 for a body
+that does not arrive in time, 404 for an unknown path or support class, 409 when the service
+was started without the support set or gallery a request needs. The OpenAPI description is at
+``/openapi.json``, browsable at ``/docs``.
+
+There is no authentication: anyone who can reach the service can use it. By default it
+answers only requests addressed to 127.0.0.1, localhost or [::1]; to expose it, put it behind
+a reverse proxy that authenticates, and allow the name the proxy forwards.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +28,8 @@ from fastapi.staticfiles import StaticFiles
 
 from siamnet import __version__
 from siamnet.errors import SiamnetError
-from siamnet.serve.limits import UploadLimit
+from siamnet.serve.hosts import LOOPBACK_HOSTS, HostCheck
+from siamnet.serve.limits import DEFAULT_READ_TIMEOUT, UploadLimit
 from siamnet.serve.schemas import (
     ClassifyAnswer,
     CompareAnswer,
@@ -37,7 +44,11 @@ STATIC = Path(__file__).with_name("static")
 logger = logging.getLogger("siamnet.serve")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorAnswer, "description": "not an image, empty, or a field is missing"},
+    400: {
+        "model": ErrorAnswer,
+        "description": "not an image, a damaged or refused one, empty, or a field is missing",
+    },
+    408: {"model": ErrorAnswer, "description": "the upload did not arrive in time"},
     413: {"model": ErrorAnswer, "description": "the upload is larger than the service accepts"},
 }
 
@@ -51,18 +62,31 @@ def create_app(
     threshold: float | None = None,
     invert: bool = False,
     scoring: str = "mean",
+    allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
+    read_timeout: float | None = DEFAULT_READ_TIMEOUT,
 ) -> FastAPI:
     """The web application for a checkpoint; the support folder is embedded and the gallery
-    read (or embedded, for a folder of images) here, once. See `ModelService` for the options.
+    read (or embedded, for a folder of images) here, once. See `ModelService` for the model
+    options and `build_app` for the others.
     """
     service = ModelService.load(
         ckpt_path, support_dir, gallery_dir, device, threshold, invert, scoring
     )
-    return build_app(service, max_upload_bytes)
+    return build_app(service, max_upload_bytes, allowed_hosts, read_timeout)
 
 
-def build_app(service: ModelService, max_upload_bytes: int = 5_000_000) -> FastAPI:
-    """The web application answering for `service`, with request bodies capped."""
+def build_app(
+    service: ModelService,
+    max_upload_bytes: int = 5_000_000,
+    allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
+    read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+) -> FastAPI:
+    """The web application answering for `service`.
+
+    Requests must name one of `allowed_hosts` in their ``Host`` header (see `HostCheck`;
+    ``["*"]`` allows any). Request bodies are capped at `max_upload_bytes` and must arrive
+    within `read_timeout` seconds of their headers (None: no deadline).
+    """
     app = FastAPI(
         title="siamnet",
         version=__version__,
@@ -74,23 +98,27 @@ def build_app(service: ModelService, max_upload_bytes: int = 5_000_000) -> FastA
     _add_error_handlers(app)
     _add_routes(app, service, max_upload_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(UploadLimit, max_bytes=max_upload_bytes)
+    app.add_middleware(UploadLimit, max_bytes=max_upload_bytes, read_timeout=read_timeout)
+    app.add_middleware(HostCheck, allowed=list(allowed_hosts))  # outermost: before any body
     return app
 
 
 def _add_routes(app: FastAPI, service: ModelService, max_upload_bytes: int) -> None:
     page = (STATIC / "index.html").read_text(encoding="utf-8")
 
+    # Cheap answers are coroutines, run on the event loop: they answer at once, even while
+    # every worker thread is busy with (or waiting for) the model.
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> HTMLResponse:
+    async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
     @app.get("/health", response_model=HealthAnswer, summary="Is the service up")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/info", response_model=InfoAnswer, summary="The model and data being served")
-    def info() -> dict[str, Any]:
+    async def info() -> dict[str, Any]:
         return {**service.info(), "max_upload_bytes": max_upload_bytes}
 
     @app.post(
@@ -147,7 +175,7 @@ def _add_routes(app: FastAPI, service: ModelService, max_upload_bytes: int) -> N
         },
         summary="One support image of a class, as PNG at the model's input size",
     )
-    def support_image(class_index: int) -> Response:
+    async def support_image(class_index: int) -> Response:
         png = service.support_thumbnail(class_index)
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 

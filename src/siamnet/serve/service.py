@@ -32,7 +32,7 @@ from siamnet.gallery import (
     make_searcher,
     read_gallery_items,
 )
-from siamnet.images import read_image_bytes, read_support_folder
+from siamnet.images import IMAGE_FORMATS, read_image_bytes, read_support_folder
 from siamnet.infer import SupportSet, build_support, class_scores, classify, compare
 
 #: Largest image (width x height) an upload may declare; larger ones are refused before
@@ -129,11 +129,18 @@ class ModelService:
     # --- requests ----------------------------------------------------------------------------
 
     def decode(self, data: bytes, name: str) -> torch.Tensor:
-        """Uploaded bytes as the model's input, uint8 ``[C, H, W]``; `DataError` if not an image."""
+        """Uploaded bytes as the model's input, uint8 ``[C, H, W]``; `DataError` naming the
+        upload if they are not an image this service reads, whatever the decoder raised."""
         spec = self.checkpoint.spec
         with self._decoders:
             check_pixel_count(data, name)
-            return read_image_bytes(data, spec.in_channels, spec.image_size, self.invert, name)
+            try:
+                return read_image_bytes(data, spec.in_channels, spec.image_size, self.invert, name)
+            except (SiamnetError, MemoryError):
+                raise
+            except Exception as exc:  # an upload's bytes can break a decoder in any way
+                reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+                raise DataError(f"{name}: not a readable image ({reason})") from exc
 
     def compare(self, a: bytes, b: bytes, name_a: str = "a", name_b: str = "b") -> dict[str, Any]:
         """Score two encoded images: ``score``, ``same`` (None without a threshold),
@@ -318,7 +325,7 @@ def check_pixel_count(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> N
     """Refuse an image whose header declares more than `max_pixels` pixels, before decoding.
     Bytes Pillow cannot open are left for the decoder to report."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
             width, height = image.size
     except Exception:  # the decoder reports what is wrong with these bytes
         return
