@@ -68,6 +68,15 @@ def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def broadcast_float(value: float, info: DistInfo, device: torch.device) -> float:
+    """Rank 0's `value`, on every rank."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def mean_over_ranks(value: float, info: DistInfo, device: torch.device) -> float:
     if not info.enabled:
         return value

@@ -15,13 +15,15 @@ from siamnet.errors import ArgumentError
 DEFAULT: dict[str, Any] = {
     "model": "conv4",
     "loss": "proto",
-    "epochs": 5,
-    "steps_per_epoch": 50,
+    "epochs": 100,
+    "steps_per_epoch": 100,
+    "time_budget": 600.0,
+    "patience": 6,
     "batch_size": 128,
     "optimizer": "adam",
     "lr": 1e-3,
     "weight_decay": 0.0,
-    "schedule": "cosine",
+    "schedule": "plateau",
     "augment": "none",
     "normalize": "standard",
 }

@@ -48,6 +48,7 @@ from siamnet.distributed import (
     barrier,
     broadcast_buffers,
     broadcast_flag,
+    broadcast_float,
     device_for_rank,
     init_distributed,
     mean_over_ranks,
@@ -62,7 +63,7 @@ from siamnet.evaluate import (
     pair_scores,
     rank_auc,
 )
-from siamnet.fileio import atomic_write_text
+from siamnet.fileio import atomic_write_text, remove_stale_temps
 from siamnet.models.backbones import KochNet
 from siamnet.models.losses import bce_loss, contrastive_loss, prototypical_loss, triplet_loss
 from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
@@ -88,6 +89,7 @@ class TrainConfig:
     loss: str | None = None
     epochs: int | None = None
     steps_per_epoch: int | None = None
+    time_budget: float | None = None
     batch_size: int | None = None
     optimizer: str | None = None
     lr: float | None = None
@@ -142,8 +144,18 @@ class TrainConfig:
             out.rotate_classes = out.loss == "proto"
         if out.margin is None:
             out.margin = 1.0 if out.loss == "contrastive" else 0.2
+        if (self.epochs is not None or self.steps_per_epoch is not None) and self.preset in (
+            None,
+            "default",
+        ):
+            # a length given by hand is the length: no budget or early stop unless asked
+            if self.time_budget is None:
+                out.time_budget = 0.0
+            if self.patience is None:
+                out.patience = 0
         for name, default in (
             ("patience", 0),
+            ("time_budget", 0.0),
             ("momentum", 0.9),
             ("log_every", 0),
             ("rotate_classes", False),
@@ -327,10 +339,16 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     raise ArgumentError(f"--optimizer {cfg.optimizer!r}: expected sgd, adam or adamw")
 
 
+#: ``--schedule plateau``: the learning rate is halved after this many epochs in a row without a
+#: better validation one-shot accuracy (counted again from each halving).
+PLATEAU_EPOCHS = 2
+
+
 def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     """Learning-rate multiplier for 0-based `epoch`: ``none``, ``cosine``, ``step`` (×0.1 at
-    half and three quarters) or ``exp:G`` (×G per epoch; Koch et al. use 0.99)."""
-    if schedule == "none":
+    half and three quarters) or ``exp:G`` (×G per epoch; Koch et al. use 0.99). ``plateau``
+    depends on validation instead (see `plateau_scale`), so its factor here is 1."""
+    if schedule in ("none", "plateau"):
         return 1.0
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, epochs)))
@@ -341,15 +359,25 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
             return float(schedule[4:]) ** epoch
         except ValueError:
             pass
-    raise ArgumentError(f"--schedule {schedule!r}: expected none, cosine, step or exp:GAMMA")
+    raise ArgumentError(
+        f"--schedule {schedule!r}: expected none, cosine, step, plateau or exp:GAMMA"
+    )
+
+
+def plateau_scale(scale: float, epochs_without_improvement: int) -> float:
+    """The ``plateau`` schedule's learning-rate scale after an epoch: halved each time
+    `epochs_without_improvement` reaches a multiple of `PLATEAU_EPOCHS`."""
+    if epochs_without_improvement and epochs_without_improvement % PLATEAU_EPOCHS == 0:
+        return scale * 0.5
+    return scale
 
 
 def set_epoch_hyperparameters(
-    cfg: TrainConfig, optimizer: torch.optim.Optimizer, epoch: int
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, epoch: int, scale: float = 1.0
 ) -> float:
-    """Apply this epoch's learning rates (and Koch's linearly rising momentum); returns the
-    first group's learning rate."""
-    factor = lr_factor(cfg.schedule, epoch, cfg.epochs)
+    """Apply this epoch's learning rates (and Koch's linearly rising momentum); `scale` is the
+    ``plateau`` schedule's factor. Returns the first group's learning rate."""
+    factor = lr_factor(cfg.schedule, epoch, cfg.epochs) * scale
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * factor
         if cfg.optimizer == "sgd" and cfg.momentum_start is not None:
@@ -463,6 +491,9 @@ class RunState:
     epochs_without_improvement: int = 0
     images_seen: int = 0
     seconds: float = 0.0
+    wall_seconds: float = 0.0
+    lr_scale: float = 1.0
+    stopped_by: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -692,10 +723,17 @@ def training_state(
     }
 
 
+#: The files a run folder holds that training rewrites (atomically, through temporaries).
+RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "curves.png", "summary.json")
+
+
 def prepare_run_dir(cfg: TrainConfig, info: DistInfo) -> Path:
     """Create the run folder; refuse to overwrite one that has files unless ``--overwrite``."""
     run_dir = Path(cfg.out)
     if cfg.resume:
+        if info.is_main:  # temporaries of a writer killed mid-write (never the live files)
+            remove_stale_temps(run_dir, unmarked_for=RUN_FILES)
+        barrier(info)
         return run_dir
     if info.is_main:
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -710,19 +748,57 @@ def prepare_run_dir(cfg: TrainConfig, info: DistInfo) -> Path:
     return run_dir
 
 
+#: What ``--resume`` may change: how much longer the run goes on, and where and how quietly
+#: it runs. Everything else is the run's own and a differing value is refused.
+RESUME_MAY_CHANGE = ("epochs", "time_budget", "patience", "device", "workers", "quiet")
+
+
 def config_for_resume(cfg: TrainConfig) -> TrainConfig:
-    """The stored training arguments of ``--resume DIR`` (device and quiet from the caller)."""
+    """The stored training arguments of ``--resume DIR``, with the few that may change
+    (`RESUME_MAY_CHANGE`) taken from `cfg`; any other argument of `cfg` that was given (differs
+    from its default) and differs from the stored value is refused with one line."""
     last = Path(cfg.resume) / "last.pt"
     if not last.is_file():
         raise TrainingError(f"--resume {cfg.resume}: no last.pt in that folder to continue from")
-    stored = read_checkpoint_payload(last)["metadata"]["training_args"]
+    stored = dict(read_checkpoint_payload(last)["metadata"]["training_args"])
     stored["image_size"] = tuple(stored["image_size"]) if stored.get("image_size") else None
-    resumed = TrainConfig(**stored)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    resumed = TrainConfig(**{k: v for k, v in stored.items() if k in known})
+    conflicts = resume_conflicts(cfg, resumed)
+    if conflicts:
+        raise ArgumentError(
+            f"--resume {cfg.resume}: {'; '.join(conflicts)}; a resumed run keeps its training "
+            f"arguments (only --{', --'.join(n.replace('_', '-') for n in RESUME_MAY_CHANGE)} "
+            "may change): start a new run with --out to change them"
+        )
     resumed.resume, resumed.out = cfg.resume, cfg.resume
+    for name in RESUME_MAY_CHANGE:
+        given = getattr(cfg, name)
+        if given is not None and given != getattr(TrainConfig, name, None):
+            setattr(resumed, name, given)
     resumed.device, resumed.quiet = cfg.device, cfg.quiet
-    if cfg.epochs is not None and cfg.epochs != resumed.epochs:
-        resumed.epochs = cfg.epochs  # allow extending a finished run
     return resumed
+
+
+def resume_conflicts(given: TrainConfig, stored: TrainConfig) -> list[str]:
+    """``--flag VALUE differs from the run's STORED`` for each argument of `given` that was set
+    (differs from the dataclass default) and differs from `stored`."""
+    defaults = TrainConfig()
+    out = []
+    if given.overwrite:
+        out.append("--overwrite cannot be combined with it")
+    if given.out != defaults.out and Path(given.out).resolve() != Path(given.resume).resolve():
+        out.append(f"--out {given.out} differs from the run's own folder")
+    skip = {*RESUME_MAY_CHANGE, "resume", "out", "overwrite", "extra"}
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(given, f.name)
+        if f.name in skip or value is None or value == getattr(defaults, f.name):
+            continue
+        if value != getattr(stored, f.name):
+            flag = "--" + f.name.replace("_", "-")
+            shown = ",".join(value) if isinstance(value, list) else value
+            out.append(f"{flag} {shown} differs from the run's {getattr(stored, f.name)}")
+    return out
 
 
 # --- the whole run ---------------------------------------------------------------------------
@@ -775,10 +851,11 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
     if info.is_main:
         _announce(cfg, data, device, info)
     stop = False
+    wall_start, wall_before = time.perf_counter(), state.wall_seconds
     while state.epoch < cfg.epochs and not stop:
         epoch = state.epoch
-        lr = set_epoch_hyperparameters(cfg, optimizer, epoch)
-        start = time.perf_counter()
+        lr = set_epoch_hyperparameters(cfg, optimizer, epoch, state.lr_scale)
+        epoch_start = start = time.perf_counter()
         loss, acc, seen = train_epoch(
             cfg, train_model, optimizer, scaler, batches, images, labels, generators, epoch, info
         )
@@ -810,6 +887,11 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
                 state.epochs_without_improvement = 0
             else:
                 state.epochs_without_improvement += 1
+                if cfg.schedule == "plateau":
+                    state.lr_scale = plateau_scale(state.lr_scale, state.epochs_without_improvement)
+            now = time.perf_counter()
+            state.wall_seconds = row["wall_seconds"] = wall_before + (now - wall_start)
+            state.stopped_by = stop_reason(cfg, state, now - epoch_start)
             extra = {
                 "epoch": epoch + 1,
                 "threshold": val["threshold"],
@@ -829,9 +911,10 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
             _log_tensorboard(run_dir, row)
             draw_curves(run_dir, cfg.loss)
             if not cfg.quiet:
-                print(_epoch_line(row, cfg.epochs), file=sys.stderr, flush=True)
-            stop = bool(cfg.patience) and state.epochs_without_improvement >= cfg.patience
+                print(_epoch_line(row, cfg), file=sys.stderr, flush=True)
+            stop = state.stopped_by not in ("", "epochs")
         stop = broadcast_flag(stop, info, device)
+        state.lr_scale = broadcast_float(state.lr_scale, info, device)
     in_sync = ranks_in_sync(model, info, device)
     barrier(info)
     if not info.is_main:
@@ -841,6 +924,18 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
         summary.update(world_size=info.world_size, ranks_in_sync=in_sync)
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def stop_reason(cfg: TrainConfig, state: RunState, last_epoch_seconds: float) -> str:
+    """Why the run ends after this epoch (``""``: it goes on). ``time budget`` when one more
+    epoch as long as the last would overrun ``cfg.time_budget`` seconds of wall time."""
+    if state.epoch >= cfg.epochs:
+        return "epochs"
+    if cfg.patience and state.epochs_without_improvement >= cfg.patience:
+        return "early stopping"
+    if cfg.time_budget and state.wall_seconds + last_epoch_seconds > cfg.time_budget:
+        return "time budget"
+    return ""
 
 
 @torch.no_grad()
@@ -883,7 +978,10 @@ def finish(
         "loss": cfg.loss,
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
+        "stopped_by": state.stopped_by or "epochs",
+        "time_budget": cfg.time_budget or None,
         "train_seconds": round(state.seconds, 2),
+        "wall_seconds": round(state.wall_seconds, 2),
         "images_seen": state.images_seen,
         "threshold": ckpt.threshold,
         "val_protocol": data.val_protocol,
@@ -937,12 +1035,14 @@ def _announce(cfg: TrainConfig, data: TrainData, device: torch.device, info: Dis
     )
 
 
-def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+def _epoch_line(row: dict[str, Any], cfg: TrainConfig) -> str:
     ways = row.get("val_oneshot_ways", 0)
+    budget = f" of {cfg.time_budget:.0f}s budget" if cfg.time_budget else ""
     return (
-        f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, train acc "
+        f"epoch {row['epoch']}/{cfg.epochs}: loss {row['train_loss']:.4f}, train acc "
         f"{row['train_acc']:.3f}, val pair acc {row['val_pair_acc']:.3f}, "
-        f"val {ways}-way one-shot {row['val_oneshot_acc']:.3f} ({row['seconds']:.0f}s)"
+        f"val {ways}-way one-shot {row['val_oneshot_acc']:.3f}, lr {row['lr']:.2g} "
+        f"({row['seconds']:.0f}s training, {row.get('wall_seconds', 0):.0f}s{budget})"
     )
 
 

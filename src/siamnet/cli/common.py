@@ -33,6 +33,19 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def parse_duration(text: str) -> float:
+    """``"600"``, ``"90s"``, ``"10m"`` or ``"1.5h"`` to seconds (``0`` means no limit)."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    body, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1.0)
+    try:
+        seconds = float(body) * unit
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ArgumentError(f"--time-budget {text!r}: expected seconds such as 600, 90s, 10m or 1h")
+    return seconds
+
+
 def parse_image_size(text: str | None) -> tuple[int, int] | None:
     """``"28"`` or ``"28x28"`` (``HxW``) to ``(H, W)``."""
     if text is None:

@@ -6,7 +6,13 @@ import argparse
 import json
 import sys
 
-from siamnet.cli.common import add_quiet, add_verb, parse_image_size, parse_name_list
+from siamnet.cli.common import (
+    add_quiet,
+    add_verb,
+    parse_duration,
+    parse_image_size,
+    parse_name_list,
+)
 from siamnet.presets import PRESETS
 
 
@@ -72,14 +78,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="input scaling: raw 0..255, unit 0..1, standard per-channel mean/std",
     )
     o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=int)
+    o.add_argument(
+        "--epochs",
+        type=int,
+        help="number of epochs (the default recipe: at most 100, ended earlier by --patience or "
+        "--time-budget; given by hand, exactly this many unless those are given too)",
+    )
     o.add_argument("--steps-per-epoch", type=int)
+    o.add_argument(
+        "--time-budget",
+        type=parse_duration,
+        metavar="SECONDS",
+        help="stop before an epoch that would end past this much wall time: 600, 90s, 10m, 1h; "
+        "0 for none (default recipe: 10m, unless --epochs or --steps-per-epoch is given)",
+    )
     o.add_argument("--batch-size", type=int, help="pairs (bce, contrastive) or images (triplet)")
     o.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     o.add_argument("--lr", type=float)
     o.add_argument("--momentum", type=float, help="SGD momentum")
     o.add_argument("--weight-decay", type=float)
-    o.add_argument("--schedule", help="none, cosine, step or exp:GAMMA (per epoch)")
+    o.add_argument(
+        "--schedule",
+        help="none, cosine, step, exp:GAMMA (per epoch, over --epochs) or plateau (halve the "
+        "learning rate after 2 epochs without better validation one-shot accuracy)",
+    )
     o.add_argument(
         "--augment",
         choices=["none", "affine"],
@@ -93,7 +115,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = p.add_argument_group("run")
     r.add_argument("--out", default="runs/default", help="run folder")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    r.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from last.pt")
+    r.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a stopped run from last.pt with its own arguments (only --epochs, "
+        "--time-budget, --patience, --device, --workers and --quiet may be given anew)",
+    )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     r.add_argument(
@@ -139,8 +166,9 @@ def run(args: argparse.Namespace) -> int:
 
 def format_summary(s: dict) -> str:
     lines = [
-        f"run: {s['run']} (best epoch {s['best_epoch']} of {s['epochs_run']}, "
-        f"{s['train_seconds']:.0f}s training, {s['images_seen']} images seen)"
+        f"run: {s['run']} (best epoch {s['best_epoch']} of {s['epochs_run']}, stopped by "
+        f"{s.get('stopped_by', 'epochs')}, {s['train_seconds']:.0f}s training, "
+        f"{s['images_seen']} images seen)"
     ]
     if "test_pair_acc" in s:
         lines.append(
