@@ -66,6 +66,11 @@ from siamnet.evaluate import (
 from siamnet.fileio import atomic_write_text, remove_stale_temps
 from siamnet.models.backbones import KochNet
 from siamnet.models.losses import bce_loss, contrastive_loss, prototypical_loss, triplet_loss
+from siamnet.models.pretrained import (
+    find_resnet18_weights,
+    imagenet_normalization,
+    load_resnet18_weights,
+)
 from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
 from siamnet.presets import preset_values
 from siamnet.progress import progress
@@ -109,6 +114,7 @@ class TrainConfig:
     temperature: str = "learned"
     rotate_classes: bool | None = None
     koch_init: bool | None = None
+    pretrained: str | None = None
     val_fraction: float = 0.15
     val_classes_fraction: float = 0.2
     val_pairs: int = 2000
@@ -255,20 +261,37 @@ def normalization_for(cfg: TrainConfig, train: LabeledImages) -> dict[str, Any]:
 # --- model and optimiser ---------------------------------------------------------------------
 
 
+def pretrained_weights(cfg: TrainConfig) -> Path | None:
+    """The weight file ``--pretrained`` names (None without it, or when resuming: a resumed
+    run has its own weights); refused in one line before anything is written."""
+    if not cfg.pretrained or cfg.resume:
+        return None
+    if cfg.model != "resnet18":
+        raise ArgumentError(f"--pretrained: ImageNet weights exist for resnet18, not {cfg.model}")
+    return find_resnet18_weights(None if cfg.pretrained == "imagenet" else cfg.pretrained)
+
+
 def build_training_model(
     cfg: TrainConfig, data: TrainData, generator: torch.Generator
 ) -> SiameseNet:
     spec = ModelSpec(
-        model=cfg.model,
+        model="resnet18-imagenet" if cfg.pretrained else cfg.model,
         loss=cfg.loss,
         in_channels=data.train.channels,
         image_size=data.train.image_size,
-        normalization=normalization_for(cfg, data.train),
+        normalization=(
+            imagenet_normalization(data.train.channels)
+            if cfg.pretrained
+            else normalization_for(cfg, data.train)
+        ),
         embedding_norm=cfg.loss in ("contrastive", "triplet"),
         learned_temperature=cfg.loss == "proto" and cfg.temperature == "learned",
     )
     torch.manual_seed(cfg.seed)
+    weights = pretrained_weights(cfg)
     model = build_model(spec)
+    if weights is not None:
+        model.backbone.load_state_dict(load_resnet18_weights(weights, spec.in_channels))
     if cfg.koch_init and isinstance(model.backbone, KochNet):
         model.backbone.reset_parameters_as_paper(generator)
         for p in model.head.parameters():
@@ -822,6 +845,7 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
     for name in ("epochs", "steps_per_epoch", "batch_size"):
         if int(getattr(cfg, name)) < 1:
             raise ArgumentError(f"--{name.replace('_', '-')} must be at least 1")
+    pretrained_weights(cfg)
     data = prepare_data(cfg)
     run_dir = prepare_run_dir(cfg, info)
     generators = {
