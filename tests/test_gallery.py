@@ -498,12 +498,13 @@ def test_a_kill_while_writing_leaves_the_old_gallery(ckpt, ckpt_path, tmp_path):
         import os, signal, torch
         from siamnet import gallery
         from siamnet.checkpoint import load_checkpoint
-        real = gallery.write_file
+        from siamnet.gallery import store
+        real = store.write_file
         def write_file(path, data, shown_as=None):
             if str(path).endswith("gallery.json"):
                 os.kill(os.getpid(), signal.SIGKILL)
             real(path, data, shown_as)
-        gallery.write_file = write_file
+        store.write_file = write_file
         images, labels, names = torch.load("items.pt")
         gallery.add_to_gallery({str(g)!r}, load_checkpoint({str(ckpt_path)!r}), images, labels,
                                names)

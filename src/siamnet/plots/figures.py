@@ -10,20 +10,19 @@ from pathlib import Path
 import torch
 
 from siamnet.checkpoint import Checkpoint
+from siamnet.data.dataset import Dataset
 from siamnet.data.episodes import episodes_for_evaluation
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.pairs import fixed_pairs
-from siamnet.data.registry import Dataset
 from siamnet.errors import ArgumentError
 from siamnet.evaluate import (
     Evaluation,
-    batched_pairwise,
     class_names,
-    embed_images,
     merge_splits,
     training_classes,
     verification_pairs,
 )
+from siamnet.models.embed import embed_images
 from siamnet.plots.embedding_map import (
     MAX_POINTS,
     choose_classes,
@@ -162,7 +161,7 @@ def episodes_figure(
     emb = embed_images(model, data.images[used], device=device)
     q, s = emb[:episodes, None, :], emb[episodes:].view(episodes, ways, -1)
     with torch.no_grad():
-        scores = model.head.to_score(batched_pairwise(model.head, q, s))[:, 0, :].cpu()
+        scores = model.head.to_score(model.head.pairwise(q, s))[:, 0, :].cpu()
     names = [[data.classes[int(c)] for c in row] for row in ep.classes]
     return plot_episodes(
         data.images[query],
