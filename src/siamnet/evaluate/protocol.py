@@ -27,6 +27,8 @@ from siamnet.evaluate.metrics import (
     verification_report,
 )
 from siamnet.models.embed import embed_images
+from siamnet.models.heads import HEADS
+from siamnet.objectives import OBJECTIVES
 
 
 def default_threshold(metadata: dict[str, Any]) -> tuple[float, str] | None:
@@ -36,16 +38,14 @@ def default_threshold(metadata: dict[str, Any]) -> tuple[float, str] | None:
     None where the objective sets no scale for the distance (triplet, proto): only a calibrated
     threshold means anything there.
     """
-    head = metadata["model_spec"].get("head") or ""
-    if head == "l1":
-        return 0.5, "probability 0.5, the fixed default of the l1 head"
-    if head == "cosine":
-        return 0.0, "cosine 0, the fixed default of the cosine head"
+    head = HEADS.get(metadata["model_spec"].get("head") or "")
+    if head is not None and head.default_threshold is not None:
+        return head.default_threshold
     args = metadata.get("training_args") or {}
-    if (metadata["model_spec"].get("loss") or args.get("loss")) != "contrastive":
+    objective = OBJECTIVES.get(metadata["model_spec"].get("loss") or args.get("loss"))
+    if objective is None:
         return None
-    margin = float(args.get("margin") or 1.0)
-    return -margin / 2, f"distance {margin / 2:g} (half the margin {margin:g}), the fixed default"
+    return objective.default_threshold(float(args.get("margin") or objective.default_margin))
 
 
 @dataclass

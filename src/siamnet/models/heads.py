@@ -32,8 +32,9 @@ class PairHead(nn.Module):
     """
 
     kind = "base"
-    #: What the user-facing score is, in words.
+    #: What the user-facing score is, in words (for reports), and in a word or two (for axes).
     meaning = "similarity score"
+    axis_label = "score"
     #: Larger scores mean more similar (every built-in head; kept explicit for new ones).
     larger_is_similar = True
     #: Whether the head has weights (a gallery search then needs the model's own head).
@@ -56,6 +57,10 @@ class PairHead(nn.Module):
     def distance(self, score: float) -> float | None:
         """The embedding distance a user-facing score stands for (None if it is not one)."""
         return None
+
+    #: The threshold the head's score has before calibration, with its meaning in words
+    #: (None: the scale is the objective's, see `siamnet.objectives.Objective.default_threshold`).
+    default_threshold: tuple[float, str] | None = None
 
     # --- a gallery prepared once, searched many times ---------------------------------------
 
@@ -126,6 +131,8 @@ class L1Head(PairHead):
 
     kind = "l1"
     meaning = "probability of 'same' (sigmoid of the L1 head)"
+    axis_label = "probability of 'same'"
+    default_threshold = (0.5, "probability 0.5, the fixed default of the l1 head")
     has_weights = True
     faiss_metric = "l1"
 
@@ -168,6 +175,7 @@ class DistanceHead(PairHead):
 
     kind = "euclidean"
     meaning = "minus the Euclidean distance between embeddings"
+    axis_label = "−distance"
     faiss_metric = "l2"
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -202,6 +210,8 @@ class CosineHead(PairHead):
 
     kind = "cosine"
     meaning = "cosine similarity of embeddings"
+    axis_label = "cosine"
+    default_threshold = (0.0, "cosine 0, the fixed default of the cosine head")
     faiss_metric = "ip"
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

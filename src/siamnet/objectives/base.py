@@ -45,6 +45,12 @@ class Objective:
     #: Batch keys whose index tensors count as images seen.
     image_keys: tuple[str, ...] = ()
 
+    def default_threshold(self, margin: float) -> tuple[float, str] | None:
+        """The threshold of a distance head trained with this objective before calibration,
+        with its meaning (None: the objective sets no scale, only calibration means anything).
+        """
+        return None
+
     def learned_temperature(self, cfg: TrainConfig) -> bool:
         """Whether the model carries a learned softmax temperature."""
         return False

@@ -57,6 +57,11 @@ class ContrastiveObjective(PairObjective):
     embedding_norm = True
     default_margin = 1.0
 
+    def default_threshold(self, margin: float) -> tuple[float, str] | None:
+        """Half the margin: pairs closer than that count as "same" in the batch accuracy."""
+        words = f"distance {margin / 2:g} (half the margin {margin:g}), the fixed default"
+        return -margin / 2, words
+
     def step(
         self, cfg: TrainConfig, model: nn.Module, batch: Batch, fetch: Fetch, labels: torch.Tensor
     ) -> tuple[torch.Tensor, float]:

@@ -33,9 +33,6 @@ from siamnet.plots.episodes import MAX_WAYS, plot_episodes
 from siamnet.plots.pairs import plot_pairs, plot_predictions
 from siamnet.plots.roc import plot_roc
 
-#: Axis label of the score, per head.
-SCORE_AXIS = {"l1": "probability of 'same'", "euclidean": "−distance", "cosine": "cosine"}
-
 
 def shown_pairs(labels: torch.Tensor, count: int, seed: int) -> tuple[torch.Tensor, ...]:
     """`count` balanced pairs in a seeded random order: left, right int64 ``[count]`` and
@@ -101,7 +98,7 @@ def roc_figure(
         targets,
         ckpt.threshold,
         path,
-        score_name=SCORE_AXIS.get(head, head),
+        score_name=ckpt.model.head.axis_label,
         title=f"{ckpt.spec.model} / {head} on {len(targets):,} pairs",
     )
 

@@ -80,12 +80,14 @@ def draw_curves(run_dir: Path, loss: str | Objective | None = None) -> None:
 def metadata_for(
     cfg: TrainConfig, model: SiameseNet, data: TrainData, extra: dict[str, Any]
 ) -> dict[str, Any]:
+    """A checkpoint's metadata; `extra` holds the epoch, the threshold and validation."""
+    fixed = model.head.default_threshold
     return {
         "siamnet_version": __version__,
         "model_spec": model.spec.to_dict(),
         "classes": data.train.classes,
         "unseen_classes": data.unseen.classes if data.unseen is not None else [],
-        "threshold": extra.get("threshold", 0.5 if model.spec.head == "l1" else -cfg.margin / 2),
+        "threshold": extra.get("threshold", fixed[0] if fixed else -cfg.margin / 2),
         "threshold_source": extra.get("threshold_source", "default"),
         "val_protocol": data.val_protocol,
         "training_args": cfg.to_json(),
