@@ -48,6 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(seed: the blog post exactly; koch: Koch et al. 2015)",
     )
     m.add_argument("--model", help="seed-cnn, koch, conv4 or resnet18")
+    m.add_argument(
+        "--pretrained",
+        nargs="?",
+        const="imagenet",
+        metavar="PATH",
+        help="resnet18 only: start from torchvision's ImageNet weights, read from torch's hub "
+        "cache (never downloaded) or from PATH; inputs get ImageNet's normalisation",
+    )
     m.add_argument("--loss", choices=["bce", "contrastive", "triplet", "proto"])
     m.add_argument("--margin", type=float, help="margin of contrastive/triplet loss")
     m.add_argument(

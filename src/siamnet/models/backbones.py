@@ -143,11 +143,35 @@ def resnet18(in_channels: int = 1, image_size: tuple[int, int] = (28, 28)) -> nn
     return net
 
 
+def resnet18_imagenet(in_channels: int = 3, image_size: tuple[int, int] = (224, 224)) -> nn.Module:
+    """ResNet-18 laid out for torchvision's ImageNet weights (``--model resnet18
+    --pretrained``, see `siamnet.models.pretrained`): the 7×7 first convolution is kept so that
+    its filters can be loaded; on images under 64 pixels it runs at stride 1 without the
+    max-pool, so that small images keep a spatial map until the last stage. 512-d embeddings."""
+    try:
+        from torchvision.models import resnet18 as tv_resnet18
+    except ImportError as exc:
+        raise ArgumentError(
+            "the resnet18 backbone needs torchvision: pip install 'siamnet[vision]'"
+        ) from exc
+    net = tv_resnet18(weights=None)
+    small = min(image_size) < 64
+    net.conv1 = nn.Conv2d(
+        in_channels, 64, kernel_size=7, stride=1 if small else 2, padding=3, bias=False
+    )
+    if small:
+        net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    net.out_dim = 512
+    return net
+
+
 BACKBONES: dict[str, Callable[[int, tuple[int, int]], nn.Module]] = {
     "seed-cnn": SeedCNN,
     "koch": KochNet,
     "conv4": Conv4,
     "resnet18": resnet18,
+    "resnet18-imagenet": resnet18_imagenet,
 }
 
 

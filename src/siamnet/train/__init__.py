@@ -11,7 +11,13 @@ from __future__ import annotations
 from siamnet.train.config import TrainConfig, TrainingError
 from siamnet.train.data import TrainData, normalization_for, prepare_data
 from siamnet.train.loop import fit, ranks_in_sync, stop_reason
-from siamnet.train.model import amp_dtype, autocast_context, build_training_model, use_channels_last
+from siamnet.train.model import (
+    amp_dtype,
+    autocast_context,
+    build_training_model,
+    pretrained_weights,
+    use_channels_last,
+)
 from siamnet.train.optim import (
     KOCH_LAYERS,
     PLATEAU_EPOCHS,
@@ -63,6 +69,7 @@ __all__ = [
     "normalization_for",
     "parameter_groups",
     "plateau_scale",
+    "pretrained_weights",
     "prepare_data",
     "prepare_run_dir",
     "ranks_in_sync",

@@ -49,6 +49,7 @@ class TrainConfig:
     temperature: str = "learned"
     rotate_classes: bool | None = None
     koch_init: bool | None = None
+    pretrained: str | None = None
     val_fraction: float = 0.15
     val_classes_fraction: float = 0.2
     val_pairs: int = 2000

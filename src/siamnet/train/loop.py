@@ -35,7 +35,12 @@ from siamnet.fileio import atomic_write_text
 from siamnet.objectives import Objective, get_objective, register_objective
 from siamnet.train.config import TrainConfig
 from siamnet.train.data import TrainData, prepare_data
-from siamnet.train.model import amp_dtype, build_training_model, use_channels_last
+from siamnet.train.model import (
+    amp_dtype,
+    build_training_model,
+    pretrained_weights,
+    use_channels_last,
+)
 from siamnet.train.optim import build_optimizer, plateau_scale, set_epoch_hyperparameters
 from siamnet.train.rundir import (
     RunState,
@@ -78,6 +83,7 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
         if int(getattr(cfg, name)) < 1:
             raise ArgumentError(f"--{name.replace('_', '-')} must be at least 1")
     objective = get_objective(cfg.loss)  # an unknown loss is refused before anything is read
+    pretrained_weights(cfg)
     data = prepare_data(cfg)
     run_dir = prepare_run_dir(cfg, info)
     generators = {

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from siamnet.errors import ArgumentError
 from siamnet.models.backbones import KochNet
+from siamnet.models.pretrained import (
+    find_resnet18_weights,
+    imagenet_normalization,
+    load_resnet18_weights,
+)
 from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
 from siamnet.objectives import Objective, get_objective
 from siamnet.train.config import TrainConfig
 from siamnet.train.data import TrainData, normalization_for
+
+
+def pretrained_weights(cfg: TrainConfig) -> Path | None:
+    """The weight file ``--pretrained`` names (None without it, or when resuming: a resumed
+    run has its own weights); refused in one line before anything is written."""
+    if not cfg.pretrained or cfg.resume:
+        return None
+    if cfg.model != "resnet18":
+        raise ArgumentError(f"--pretrained: ImageNet weights exist for resnet18, not {cfg.model}")
+    return find_resnet18_weights(None if cfg.pretrained == "imagenet" else cfg.pretrained)
 
 
 def build_training_model(
@@ -22,20 +38,28 @@ def build_training_model(
     objective: Objective | None = None,
 ) -> SiameseNet:
     """A fresh model for `objective` (default: ``cfg.loss``'s): its head kind, embedding
-    normalisation and temperature; Koch et al.'s initialisation with ``--preset koch``."""
+    normalisation and temperature; ImageNet weights with ``--pretrained``, Koch et al.'s
+    initialisation with ``--preset koch``."""
     objective = get_objective(objective or cfg.loss)
     spec = ModelSpec(
-        model=cfg.model,
+        model="resnet18-imagenet" if cfg.pretrained else cfg.model,
         loss=objective.name,
         head=objective.head,
         in_channels=data.train.channels,
         image_size=data.train.image_size,
-        normalization=normalization_for(cfg, data.train),
+        normalization=(
+            imagenet_normalization(data.train.channels)
+            if cfg.pretrained
+            else normalization_for(cfg, data.train)
+        ),
         embedding_norm=objective.embedding_norm,
         learned_temperature=objective.learned_temperature(cfg),
     )
     torch.manual_seed(cfg.seed)
+    weights = pretrained_weights(cfg)
     model = build_model(spec)
+    if weights is not None:
+        model.backbone.load_state_dict(load_resnet18_weights(weights, spec.in_channels))
     if cfg.koch_init and isinstance(model.backbone, KochNet):
         model.backbone.reset_parameters_as_paper(generator)
         for p in model.head.parameters():
