@@ -12,18 +12,15 @@ import json
 import math
 import os
 import random
-import shutil
 import subprocess
-import sys
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_BESIDE_PYTHON = Path(sys.executable).parent / "siamnet"
-SIAMNET = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.exists() else shutil.which("siamnet") or "siamnet"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "SIAMNET_NO_TENSORBOARD": "1"}
+from helpers import ENV, SIAMNET
+
 os.environ["SIAMNET_NO_TENSORBOARD"] = "1"
 
 #: The arguments of the tiny run: a real `siamnet train` of a few steps on the built-in digits.

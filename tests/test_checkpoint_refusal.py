@@ -13,9 +13,6 @@ import resource
 import shutil
 import signal
 import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,31 +20,8 @@ import torch
 from siamnet.checkpoint import load_checkpoint, read_checkpoint_payload, update_metadata
 from siamnet.errors import CheckpointError
 
+from helpers import one_error_line, siamnet
 from shapes_model import shape_png, write_checkpoint
-
-_BESIDE_PYTHON = Path(sys.executable).parent / "siamnet"  # the command of this environment
-SIAMNET = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.exists() else shutil.which("siamnet") or "siamnet"
-
-
-def siamnet(*args: object, preexec_fn=None) -> subprocess.CompletedProcess:
-    """The installed command, run with `args`."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [SIAMNET, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        preexec_fn=preexec_fn,
-    )
-
-
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    """Exit status 2 and exactly one ``siamnet: error:`` line on stderr, no traceback."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("siamnet: error: "), result.stderr
-    return lines[0]
 
 
 def test_random_bytes_of_many_kinds_are_refused(tmp_path):
@@ -174,7 +148,7 @@ BAD_CHECKPOINTS = {
     "unknown model": (
         spec_change(model="vgg"),
         "field metadata.model_spec.model: expected one of seed-cnn, koch, conv4, resnet18, "
-        'found a string "vgg"',
+        'resnet18-imagenet, found a string "vgg"',
     ),
     "unknown spec field": (
         spec_change(depth=3),

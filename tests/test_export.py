@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import resource
-import shutil
 import signal
 import stat
 import subprocess
@@ -24,6 +23,7 @@ from siamnet.errors import ArgumentError, SiamnetError
 from siamnet.export import export_model, export_paths, verify_export
 from siamnet.infer import compare
 
+from helpers import SIAMNET
 from shapes_model import SHAPES, draw_shapes, write_checkpoint
 
 try:
@@ -32,8 +32,6 @@ try:
     HAVE_ONNX = True
 except ImportError:
     HAVE_ONNX = False
-_BESIDE_PYTHON = Path(sys.executable).parent / "siamnet"  # the command of this environment
-SIAMNET = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.exists() else shutil.which("siamnet") or "siamnet"
 needs_onnx = pytest.mark.skipif(
     not HAVE_ONNX, reason="onnx/onnxscript/onnxruntime not installed (onnx extra)"
 )

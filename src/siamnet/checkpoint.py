@@ -38,7 +38,8 @@ from siamnet.errors import ArgumentError, CheckpointError
 from siamnet.fileio import save_torch
 from siamnet.models.backbones import BACKBONES
 from siamnet.models.heads import HEADS
-from siamnet.models.siamese import HEAD_FOR_LOSS, ModelSpec, SiameseNet, build_model
+from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
+from siamnet.objectives import OBJECTIVES
 
 FORMAT = "siamnet-checkpoint"
 FORMAT_VERSION = 1
@@ -184,7 +185,7 @@ METADATA_FIELDS: Rules = {
 }
 MODEL_SPEC_FIELDS: Rules = {
     "model": ("the name of a backbone", lambda v: is_str(v) and bool(v)),
-    "loss": (f"one of {', '.join(HEAD_FOR_LOSS)}", lambda v: is_str(v) and v in HEAD_FOR_LOSS),
+    "loss": (f"one of {', '.join(OBJECTIVES)}", lambda v: is_str(v) and v in OBJECTIVES),
     "in_channels": ("1 or 3 (image channels)", lambda v: is_int(v) and v in (1, 3)),
     "image_size": (
         f"[height, width], two whole numbers from 1 to {MAX_IMAGE_SIDE}",

@@ -14,8 +14,8 @@ import torch
 
 from siamnet.checkpoint import Checkpoint
 from siamnet.errors import ArgumentError, CheckpointError, DataError
-from siamnet.evaluate import embed_images
-from siamnet.models.heads import L1Head, PairHead
+from siamnet.models.embed import embed_images
+from siamnet.models.heads import PairHead
 from siamnet.models.siamese import SiameseNet
 
 #: Elements of one ``[queries, support]`` score block; queries are processed in chunks under it.
@@ -26,37 +26,8 @@ SCORE_BLOCK = 1 << 24
 
 
 def pairwise_raw(head: PairHead, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Raw head scores of every pair, ``[Q, D], [S, D] -> [Q, S]``.
-
-    For the ``l1`` head the weighted L1 distance ``w · |q - s|`` is split by the sign of each
-    weight into two plain L1 distances of rescaled embeddings, ``cdist₁(q·w⁺, s·w⁺) -
-    cdist₁(q·|w⁻|, s·|w⁻|)``, so it runs in `torch.cdist` without a ``[Q, S, D]`` tensor.
-    """
-    if isinstance(head, L1Head):
-        return weighted_l1_scaled(head, q, scaled_parts(head, s))
+    """Raw head scores of every pair, ``[Q, D], [S, D] -> [Q, S]`` (`PairHead.pairwise`)."""
     return head.pairwise(q, s)
-
-
-def scaled_parts(head: L1Head, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x [N, D]`` rescaled by the positive and by the (negated) negative weights of an
-    ``l1`` head: ``([N, D⁺], [N, D⁻])``."""
-    w = head.fc.weight.detach().squeeze(0).to(x.dtype)
-    positive = w > 0
-    return x[:, positive] * w[positive], x[:, ~positive] * -w[~positive]
-
-
-def weighted_l1_scaled(
-    head: L1Head, q: torch.Tensor, parts: tuple[torch.Tensor, torch.Tensor]
-) -> torch.Tensor:
-    """Logits ``[Q, S]`` of queries ``[Q, D]`` against items already split by `scaled_parts`."""
-    qp, qn = scaled_parts(head, q)
-    sp, sn = parts
-    out = q.new_full((len(q), len(sp)), float(head.fc.bias.detach()))
-    if sp.shape[1]:
-        out += torch.cdist(qp, sp, p=1)
-    if sn.shape[1]:
-        out -= torch.cdist(qn, sn, p=1)
-    return out
 
 
 # --- compare ---------------------------------------------------------------------------------
@@ -125,11 +96,7 @@ def compare(
     e = embed_images(model, torch.cat([a, b]), device=device)
     raw = model.head(e[:1], e[1:])
     score = float(model.head.to_score(raw)[0])
-    distance = None
-    if model.head.kind == "euclidean":
-        distance = -score
-    elif model.head.kind == "cosine":
-        distance = 1.0 - score
+    distance = model.head.distance(score)
     return CompareResult(score=score, same=score >= t, threshold=t, distance=distance)
 
 
@@ -244,17 +211,13 @@ def class_scores(
         targets = support.embeddings
     else:
         raise ArgumentError(f"scoring {scoring!r}: expected 'mean' or 'prototype'")
-    parts = scaled_parts(head, targets) if isinstance(head, L1Head) else None
+    prepared = head.prepare(targets)
     rows = max(1, SCORE_BLOCK // max(1, len(targets)))
     blocks = []
     for i in range(0, len(q), rows):
         chunk = q[i : i + rows]
-        raw = (
-            head.pairwise(chunk, targets)
-            if parts is None
-            else weighted_l1_scaled(head, chunk, parts)
-        )
-        scores = head.to_score(raw)  # [q, S] (mean) or [q, K] (prototype)
+        # [q, S] (mean) or [q, K] (prototype)
+        scores = head.key_to_score(head.prepared_scores(chunk, prepared))
         if scoring == "mean":
             sums = scores.new_zeros(len(scores), support.num_classes)
             scores = sums.index_add_(1, support.labels, scores) / support.counts().clamp_min(1.0)

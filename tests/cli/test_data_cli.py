@@ -11,10 +11,8 @@ import gzip
 import io
 import json
 import os
-import shutil
 import struct
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,31 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-_BESIDE_PYTHON = Path(sys.executable).parent / "siamnet"  # the command of this environment
-SIAMNET = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.exists() else shutil.which("siamnet") or "siamnet"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+from helpers import refused, siamnet
+
 PIXELS = 28 * 28
-
-
-def siamnet(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [SIAMNET, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**ENV, **(env or {})},
-        timeout=300,
-    )
-
-
-def refused(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    """Exit status 2 with one ``siamnet: error:`` line on stderr holding every fragment."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("siamnet: error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 # --- files -----------------------------------------------------------------------------------

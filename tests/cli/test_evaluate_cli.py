@@ -17,17 +17,11 @@ from siamnet.cli import main
 from siamnet.data.registry import load_dataset
 from siamnet.train import TrainConfig, fit
 
+from helpers import ENV, SIAMNET, siamnet
+
 pytestmark = pytest.mark.slow
-SIAMNET = str(Path(sys.executable).parent / "siamnet")
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "blog_post.py"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "SIAMNET_NO_TENSORBOARD": "1"}
 UNSEEN = ["6", "7", "8", "9"]
-
-
-def siamnet(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [SIAMNET, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300
-    )
 
 
 def ok(*args: object) -> subprocess.CompletedProcess:

@@ -5,50 +5,27 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import pickle
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from shapes_model import SHAPES, shape_png, write_checkpoint, write_shape_folder  # noqa: E402
+from helpers import refused, siamnet
+from shapes_model import SHAPES, shape_png, write_checkpoint, write_shape_folder
 
 pytestmark = pytest.mark.slow
-_BESIDE_PYTHON = Path(sys.executable).parent / "siamnet"  # the command of this environment
-SIAMNET = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.exists() else shutil.which("siamnet") or "siamnet"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def siamnet(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [SIAMNET, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300
-    )
-
-
 def ok_json(*args: object) -> dict:
     result = siamnet(*args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def refused(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    """Exit status 2 with one ``siamnet: error:`` line on stderr holding every fragment."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("siamnet: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

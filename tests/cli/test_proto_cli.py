@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,12 +15,10 @@ import torch
 from siamnet.checkpoint import load_checkpoint
 from siamnet.images import read_image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from shapes_model import SHAPES, shape_png, write_shape_folder  # noqa: E402
+from helpers import ENV, SIAMNET
+from shapes_model import SHAPES, shape_png, write_shape_folder
 
 pytestmark = pytest.mark.slow
-SIAMNET = str(Path(sys.executable).parent / "siamnet")
-ENV = {**os.environ, "SIAMNET_NO_TENSORBOARD": "1", "OMP_NUM_THREADS": "1"}
 
 
 def truth(path: str) -> str:

@@ -1,5 +1,4 @@
-"""Backbones layer by layer (seed-cnn, koch, conv4, resnet18), the heads, and a user's own
-backbone trained through `SiameseNet`."""
+"""Backbones layer by layer: seed-cnn, koch, conv4, resnet18."""
 
 from __future__ import annotations
 
@@ -10,18 +9,8 @@ import torch
 from torch import nn
 
 from siamnet.errors import ArgumentError
-from siamnet.models import (
-    CosineHead,
-    DistanceHead,
-    L1Head,
-    ModelSpec,
-    SiameseNet,
-    build_backbone,
-    build_head,
-    build_model,
-)
+from siamnet.models import build_backbone
 from siamnet.models.backbones import Conv4, KochNet, SeedCNN, resnet18
-from siamnet.models.losses import bce_loss, contrastive_loss
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
@@ -174,111 +163,3 @@ def test_resnet18_gives_512_d_embeddings(channels, size):
     net.eval()
     with torch.no_grad():
         assert net(torch.rand(2, channels, *size)).shape == (2, 512)
-
-
-# --- heads ---------------------------------------------------------------------------------------
-
-
-def test_every_head_scores_aligned_pairs_and_agrees_with_its_pairwise_form():
-    a, b = torch.randn(5, 7), torch.randn(5, 7)
-    for kind in ("l1", "euclidean", "cosine"):
-        head = build_head(kind, 7)
-        with torch.no_grad():
-            scores = head(a, b)
-            assert scores.shape == (5,), kind
-            assert torch.allclose(head(b, a), scores), kind  # symmetric
-            table = head.pairwise(a, b)
-        assert table.shape == (5, 5)
-        assert torch.allclose(table.diagonal(), scores, atol=1e-5), kind
-        assert torch.allclose(table[1, 3], head(a[1:2], b[3:4])[0], atol=1e-5), kind
-
-
-def test_l1_head_is_a_linear_layer_on_the_absolute_difference_and_its_score_a_probability():
-    head = L1Head(4)
-    with torch.no_grad():
-        head.fc.weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 0.0]]))
-        head.fc.bias.fill_(-1.0)
-    a = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]])
-    b = torch.tensor([[2.0, 2.5, 1.0, -9.0], [0.0, 0.0, 0.0, 0.0]])
-    # |a − b| = (1, 0.5, 2, 13): 1 − 1 + 1 + 0 − 1 = 0; identical vectors: the bias, −1
-    logits = head(a, b)
-    assert logits.tolist() == pytest.approx([0.0, -1.0])
-    probability = head.to_score(logits)
-    assert probability.tolist() == pytest.approx([0.5, 1 / (1 + 2.718281828459045)])
-    far = head.to_score(head(torch.zeros(3, 4), torch.randn(3, 4) * 100))
-    assert torch.isfinite(far).all() and ((far >= 0) & (far <= 1)).all()
-    assert ((probability > 0) & (probability < 1)).all()
-
-
-def test_distance_and_cosine_heads_score_by_hand():
-    a = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
-    b = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
-    assert DistanceHead()(a, b).tolist() == pytest.approx([-5.0, -(5.0**0.5)])
-    cos = CosineHead()(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 3.0], [2, 2.0]]))
-    assert cos.tolist() == pytest.approx([0.0, 1.0])
-    with pytest.raises(ArgumentError, match="'dot'"):
-        build_head("dot", 2)
-
-
-@pytest.mark.parametrize(
-    "loss, head",
-    [("bce", "l1"), ("contrastive", "euclidean"), ("triplet", "euclidean"), ("proto", "euclidean")],
-)
-def test_each_loss_builds_its_head_and_pairs_score_per_pair(loss, head):
-    model = build_model(ModelSpec(model="seed-cnn", loss=loss))
-    assert model.head.kind == head
-    a = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
-    b = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
-    model.eval()
-    assert model(a).shape == (4, 84)  # embeddings when b is omitted
-    raw = model(a, b)
-    assert raw.shape == (4,)
-    score = model.score(a, b)
-    if head == "l1":
-        assert ((score > 0) & (score < 1)).all()
-        assert torch.allclose(score, torch.sigmoid(raw))
-    else:
-        assert (score <= 0).all() and torch.allclose(score, raw)
-        assert model.score(a, a).abs().max() < 1e-3  # an image is at distance 0 from itself
-
-
-# --- a user's own backbone -----------------------------------------------------------------------
-
-
-class TinyNet(nn.Module):
-    """A backbone the library does not know: flatten and project."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(12 * 12, 8), nn.Tanh())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-@pytest.mark.parametrize("kind", ["l1", "euclidean"])
-def test_a_user_supplied_module_trains_through_siamese_net(kind):
-    model = SiameseNet(TinyNet(), build_head(kind, 8))
-    a = torch.randint(0, 256, (16, 1, 12, 12), dtype=torch.uint8)
-    b = torch.randint(0, 256, (16, 1, 12, 12), dtype=torch.uint8)
-    target = (torch.arange(16) % 2).float()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(5):
-        if kind == "l1":
-            loss = bce_loss(model(a, b), target)
-        else:
-            e = model.embed(torch.cat([a, b]))
-            loss = contrastive_loss(e[:16], e[16:], target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    after = model.state_dict()
-    assert not torch.equal(before["backbone.net.1.weight"], after["backbone.net.1.weight"])
-    if kind == "l1":
-        assert not torch.equal(before["head.fc.weight"], after["head.fc.weight"])
-    assert losses[-1] < losses[0], losses
-    assert model.embed(a).shape == (16, 8)
-    assert model.score(a, b).shape == (16,)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from siamnet.models.pretrained import (
     load_resnet18_weights,
 )
 
-SIAMNET = str(Path(sys.executable).parent / "siamnet")
+from helpers import SIAMNET
 
 
 def fake_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-from siamnet.cli.common import add_quiet, add_verb, print_json
-from siamnet.cli.compare_cmd import add_image_options
+from siamnet.cli.common import (
+    add_image_options,
+    add_quiet,
+    add_verb,
+    print_json,
+    query_files,
+    report_skipped,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,30 +65,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "'unknown'), score, runner-up and its score."
     )
     p.set_defaults(func=run)
-
-
-def query_files(entries: list[str]) -> list[Path]:
-    """The files named by ``--query`` entries: files as they are, folders listed recursively."""
-    from siamnet.errors import DataError
-    from siamnet.images import list_image_files
-
-    files: list[Path] = []
-    for entry in entries:
-        p = Path(entry)
-        if p.is_dir():
-            found = list_image_files(p, recursive=True)
-            if not found:
-                raise DataError(f"{p}: no image files in this query folder")
-            files += found
-        else:
-            files.append(p)
-    return files
-
-
-def report_skipped(failures: list[tuple[object, str]]) -> None:
-    """Name each unreadable file on stderr, one line each."""
-    for _, message in failures:
-        print(f"siamnet: skipped: {message}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from siamnet.errors import ArgumentError
@@ -75,3 +76,53 @@ def parse_name_list(text: str | None) -> list[str] | None:
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+#: Ends a help text that states its own default: formats as nothing, and its presence stops the
+#: help formatter from appending "(default: None)".
+NO_DEFAULT = "%(default).0s"
+
+
+def one_line_errors(p: argparse.ArgumentParser) -> None:
+    """Make argparse's own errors for `p` one line, ``siamnet: error: ...``, exit status 2."""
+
+    def error(message: str) -> None:
+        print(f"siamnet: error: {p.prog}: {message} (see '{p.prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+    p.error = error  # type: ignore[method-assign]
+
+
+def query_files(entries: list[str]) -> list[Path]:
+    """The files named by ``--query`` entries: files as they are, folders listed recursively."""
+    from siamnet.errors import DataError
+    from siamnet.images import list_image_files
+
+    files: list[Path] = []
+    for entry in entries:
+        p = Path(entry)
+        if p.is_dir():
+            found = list_image_files(p, recursive=True)
+            if not found:
+                raise DataError(f"{p}: no image files in this query folder")
+            files += found
+        else:
+            files.append(p)
+    return files
+
+
+def report_skipped(failures: list[tuple[object, str]]) -> None:
+    """Name each unreadable file on stderr, one line each."""
+    for _, message in failures:
+        print(f"siamnet: skipped: {message}", file=sys.stderr)
+
+
+def add_image_options(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--invert``, shared by the verbs that read image files."""
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--invert",
+        action="store_true",
+        help="invert images (255 - value) after reading; use for dark-on-light images when the "
+        "model was trained on light-on-dark ones such as MNIST and the built-in digits",
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from siamnet.cli.common import add_verb, print_json
+from siamnet.cli.common import add_image_options, add_verb, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,17 +35,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "status 2)."
     )
     p.set_defaults(func=run)
-
-
-def add_image_options(p: argparse.ArgumentParser) -> None:
-    """``--device`` and ``--invert``, shared by the verbs that read image files."""
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument(
-        "--invert",
-        action="store_true",
-        help="invert images (255 - value) after reading; use for dark-on-light images when the "
-        "model was trained on light-on-dark ones such as MNIST and the built-in digits",
-    )
 
 
 def run(args: argparse.Namespace) -> int:

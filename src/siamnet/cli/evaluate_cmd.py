@@ -8,12 +8,8 @@ import json
 import sys
 from typing import Any
 
-from siamnet.cli.common import add_quiet, add_verb, parse_name_list
+from siamnet.cli.common import NO_DEFAULT, add_quiet, add_verb, one_line_errors, parse_name_list
 from siamnet.errors import ArgumentError
-
-#: Ends a help text that states its own default: formats as nothing, and its presence stops the
-#: help formatter from appending "(default: None)".
-NO_DEFAULT = "%(default).0s"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -111,16 +107,6 @@ def register_calibrate(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_calibrate)
 
 
-def one_line_errors(p: argparse.ArgumentParser) -> None:
-    """Make argparse's own errors for `p` one line, ``siamnet: error: ...``, exit status 2."""
-
-    def error(message: str) -> None:
-        print(f"siamnet: error: {p.prog}: {message} (see '{p.prog} --help')", file=sys.stderr)
-        sys.exit(2)
-
-    p.error = error  # type: ignore[method-assign]
-
-
 def add_checkpoint_and_data(p: argparse.ArgumentParser, eval_classes: bool = True) -> None:
     """CKPT, ``--data``, ``--device`` (and ``--eval-classes``), shared with ``siamnet plot``."""
     one_line_errors(p)
@@ -187,7 +173,8 @@ def write_json(target: str, obj: dict[str, Any]) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from siamnet.evaluate import evaluate_checkpoint, format_evaluation
+    from siamnet.cli.report_text import format_evaluation
+    from siamnet.evaluate import evaluate_checkpoint
 
     ways = parse_ints("--ways", args.ways, 2)
     shots = parse_ints("--shots", args.shots, 1)
@@ -221,7 +208,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from siamnet.evaluate import calibrate_checkpoint, format_calibration
+    from siamnet.cli.report_text import format_calibration
+    from siamnet.evaluate import calibrate_checkpoint
 
     check_positive(pairs=args.pairs)
     target_far = args.target_far

@@ -6,9 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from siamnet.cli.classify_cmd import report_skipped
-from siamnet.cli.common import add_quiet, add_verb, print_json
-from siamnet.cli.compare_cmd import add_image_options
+from siamnet.cli.common import add_image_options, add_quiet, add_verb, print_json, report_skipped
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -208,11 +206,11 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from siamnet.cli.classify_cmd import query_files
-    from siamnet.evaluate import embed_images
+    from siamnet.cli.common import query_files
     from siamnet.gallery import load_gallery, make_searcher
     from siamnet.images import read_images
     from siamnet.infer import threshold_of
+    from siamnet.models.embed import embed_images
 
     gallery = load_gallery(args.gallery)
     ckpt = _gallery_checkpoint(args, gallery)

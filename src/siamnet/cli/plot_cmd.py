@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from siamnet.cli.common import add_quiet, add_verb, parse_name_list
-from siamnet.cli.evaluate_cmd import NO_DEFAULT, one_line_errors
+from siamnet.cli.common import NO_DEFAULT, add_quiet, add_verb, one_line_errors, parse_name_list
 from siamnet.errors import ArgumentError
 
 KINDS = ("pairs", "predictions", "roc", "embeddings", "episodes", "curves")

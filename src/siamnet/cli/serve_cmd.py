@@ -10,9 +10,7 @@ import socket
 import sys
 from typing import Any
 
-from siamnet.cli.classify_cmd import report_skipped
-from siamnet.cli.common import add_verb
-from siamnet.cli.compare_cmd import add_image_options
+from siamnet.cli.common import add_image_options, add_verb, report_skipped
 from siamnet.errors import ArgumentError
 from siamnet.serve.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT
 

@@ -9,11 +9,12 @@ or a folder of them), or a folder of images (``<class>/*.png`` or Omniglot's
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from siamnet.data.labeled import LabeledImages
+from siamnet.data.dataset import Dataset, single_split
 from siamnet.errors import DataError
+
+__all__ = ["NAMED_DATASETS", "Dataset", "load_dataset", "load_path", "single_split"]
 
 #: Data sets known by name, with a line on what each is.
 NAMED_DATASETS = {
@@ -24,42 +25,6 @@ NAMED_DATASETS = {
     "omniglot": "Omniglot characters (32,460 images, 1,623 classes in 50 alphabets), 105x105, "
     "fetched on first use",
 }
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """The splits of one data set, in order; the first is for training.
-
-    Attributes:
-        name: the SPEC it was loaded from.
-        splits: split name -> data, e.g. ``{"train": ..., "test": ...}`` or Omniglot's
-            ``{"background": ..., "evaluation": ...}``; a split may be None (absent).
-        roles: split name -> what it is for, in words (shown by ``data info``).
-    """
-
-    name: str
-    splits: dict[str, LabeledImages | None]
-    roles: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.splits or next(iter(self.splits.values())) is None:
-            raise DataError(f"{self.name}: no training data")
-
-    @property
-    def train(self) -> LabeledImages:
-        """The first split: the one a model trains on."""
-        return next(iter(self.splits.values()))  # type: ignore[return-value]
-
-    @property
-    def test(self) -> LabeledImages | None:
-        """The second split, when there is one (a test set or Omniglot's evaluation set)."""
-        values = list(self.splits.values())
-        return values[1] if len(values) > 1 else None
-
-
-def single_split(name: str, data: LabeledImages) -> Dataset:
-    """A `Dataset` with one split, ``train``, for formats that hold no split of their own."""
-    return Dataset(name, {"train": data}, {"train": "all examples (no split in the file)"})
 
 
 def load_dataset(spec: str, image_size: tuple[int, int] | None = None) -> Dataset:

@@ -13,14 +13,6 @@ from siamnet.errors import ArgumentError, CheckpointError
 from siamnet.models.backbones import build_backbone
 from siamnet.models.heads import PairHead, build_head
 
-#: The head each loss trains.
-HEAD_FOR_LOSS = {
-    "bce": "l1",
-    "contrastive": "euclidean",
-    "triplet": "euclidean",
-    "proto": "euclidean",
-}
-
 
 class Normalizer(nn.Module):
     """``x -> (x / scale - mean) / std`` per channel, on whatever device the model is on.
@@ -57,9 +49,11 @@ class ModelSpec:
     learned_temperature: bool = False
 
     def __post_init__(self) -> None:
-        if self.loss not in HEAD_FOR_LOSS:
-            raise ArgumentError(f"--loss {self.loss!r}: expected one of {', '.join(HEAD_FOR_LOSS)}")
-        self.head = self.head or HEAD_FOR_LOSS[self.loss]
+        # imported here: objectives sit above models (they use the losses and the samplers)
+        from siamnet.objectives import get_objective
+
+        objective = get_objective(self.loss)  # an unknown loss is refused here
+        self.head = self.head or objective.head
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
 
     def to_dict(self) -> dict[str, Any]:

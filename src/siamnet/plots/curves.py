@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from siamnet.errors import DataError  # noqa: E402
 from siamnet.fileio import atomic_path  # noqa: E402
+from siamnet.objectives import OBJECTIVES  # noqa: E402
 
 
 def read_metrics(path: str | os.PathLike[str]) -> dict[str, list[float]]:
@@ -34,26 +35,24 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, list[float]]:
     return columns
 
 
-#: What the training accuracy of each loss measures.
-TRAIN_ACCURACY = {
-    "bce": "train batches (pairs)",
-    "contrastive": "train batches (pairs)",
-    "triplet": "train batches (nearest neighbour)",
-    "proto": "train episodes (queries)",
-}
-
-
 def plot_training_curves(
-    metrics_csv: str | os.PathLike[str], out: str | os.PathLike[str], loss: str | None = None
+    metrics_csv: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    loss: str | None = None,
+    accuracy_label: str | None = None,
 ) -> Path:
     """Three panels per epoch: training loss; accuracy (train batches or episodes, and
-    validation pairs); one-shot accuracy on validation data. Written atomically to `out`."""
+    validation pairs); one-shot accuracy on validation data. Written atomically to `out`.
+
+    The training accuracy is labelled `accuracy_label`, else by the objective named `loss`."""
     m = read_metrics(metrics_csv)
     epochs = m["epoch"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
     axes[0].plot(epochs, m["train_loss"], marker="o", color="tab:blue")
     axes[0].set_title("training loss")
-    train_label = TRAIN_ACCURACY.get(loss or "", "train batches")
+    train_label = accuracy_label or (
+        OBJECTIVES[loss].accuracy_label if loss in OBJECTIVES else "train batches"
+    )
     axes[1].plot(epochs, m["train_acc"], marker="o", label=train_label)
     axes[1].plot(epochs, m["val_pair_acc"], marker="s", label="validation pairs")
     axes[1].set_title("accuracy")

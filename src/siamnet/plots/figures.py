@@ -10,20 +10,19 @@ from pathlib import Path
 import torch
 
 from siamnet.checkpoint import Checkpoint
+from siamnet.data.dataset import Dataset
 from siamnet.data.episodes import episodes_for_evaluation
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.pairs import fixed_pairs
-from siamnet.data.registry import Dataset
 from siamnet.errors import ArgumentError
 from siamnet.evaluate import (
     Evaluation,
-    batched_pairwise,
     class_names,
-    embed_images,
     merge_splits,
     training_classes,
     verification_pairs,
 )
+from siamnet.models.embed import embed_images
 from siamnet.plots.embedding_map import (
     MAX_POINTS,
     choose_classes,
@@ -33,9 +32,6 @@ from siamnet.plots.embedding_map import (
 from siamnet.plots.episodes import MAX_WAYS, plot_episodes
 from siamnet.plots.pairs import plot_pairs, plot_predictions
 from siamnet.plots.roc import plot_roc
-
-#: Axis label of the score, per head.
-SCORE_AXIS = {"l1": "probability of 'same'", "euclidean": "−distance", "cosine": "cosine"}
 
 
 def shown_pairs(labels: torch.Tensor, count: int, seed: int) -> tuple[torch.Tensor, ...]:
@@ -102,7 +98,7 @@ def roc_figure(
         targets,
         ckpt.threshold,
         path,
-        score_name=SCORE_AXIS.get(head, head),
+        score_name=ckpt.model.head.axis_label,
         title=f"{ckpt.spec.model} / {head} on {len(targets):,} pairs",
     )
 
@@ -162,7 +158,7 @@ def episodes_figure(
     emb = embed_images(model, data.images[used], device=device)
     q, s = emb[:episodes, None, :], emb[episodes:].view(episodes, ways, -1)
     with torch.no_grad():
-        scores = model.head.to_score(batched_pairwise(model.head, q, s))[:, 0, :].cpu()
+        scores = model.head.to_score(model.head.pairwise(q, s))[:, 0, :].cpu()
     names = [[data.classes[int(c)] for c in row] for row in ep.classes]
     return plot_episodes(
         data.images[query],

@@ -23,7 +23,6 @@ from PIL import Image
 from siamnet import __version__
 from siamnet.checkpoint import Checkpoint, load_checkpoint
 from siamnet.errors import ArgumentError, DataError, SiamnetError
-from siamnet.evaluate import embed_images
 from siamnet.gallery import (
     INFO_FILE,
     Gallery,
@@ -34,6 +33,7 @@ from siamnet.gallery import (
 )
 from siamnet.images import IMAGE_FORMATS, read_image_bytes, read_support_folder
 from siamnet.infer import SupportSet, build_support, class_scores, classify, compare
+from siamnet.models.embed import embed_images
 
 #: Largest image (width x height) an upload may declare; larger ones are refused before
 #: decoding, so a small file cannot expand into gigabytes of pixels.

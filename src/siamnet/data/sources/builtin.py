@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from siamnet.data.dataset import Dataset
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.sources import resize_images
 from siamnet.images import check_image_size
@@ -29,11 +30,9 @@ def digits_images() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.from_numpy(bunch.target.astype(np.int64))
 
 
-def load_digits(image_size: tuple[int, int] | None = None):
+def load_digits(image_size: tuple[int, int] | None = None) -> Dataset:
     """`Dataset` ``digits`` with splits ``train`` (75%) and ``test`` (25%), stratified, fixed."""
     from sklearn.model_selection import train_test_split
-
-    from siamnet.data.registry import Dataset
 
     size = None if image_size is None else check_image_size(image_size)
     images, labels = digits_images()

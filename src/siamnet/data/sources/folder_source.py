@@ -22,21 +22,18 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
+from siamnet.data.dataset import Dataset
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.sources import require_two_classes, resize_images
 from siamnet.errors import DataError
 from siamnet.images import IMAGE_SUFFIXES as _SUFFIXES
 from siamnet.images import check_image_size, open_image
 from siamnet.progress import progress
-
-if TYPE_CHECKING:
-    from siamnet.data.registry import Dataset
 
 IMAGE_SUFFIXES = tuple(sorted(_SUFFIXES))
 
@@ -69,8 +66,6 @@ def load_folder(path: str | os.PathLike[str], image_size: tuple[int, int] | None
     Every split is uint8 ``[N, C, H, W]`` with C = 1 when all its images are grayscale, else 3,
     and ``(H, W)`` = `image_size` or the most common size among its images.
     """
-    from siamnet.data.registry import Dataset
-
     root = Path(path)
     if image_size is not None:
         image_size = check_image_size(image_size)

@@ -11,11 +11,11 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from siamnet.data.dataset import Dataset
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.sources import (
     classes_from_values,
@@ -25,9 +25,6 @@ from siamnet.data.sources import (
 )
 from siamnet.errors import DataError
 from siamnet.images import check_image_size
-
-if TYPE_CHECKING:
-    from siamnet.data.registry import Dataset
 
 #: ``<prefix>-images-idx3-ubyte`` (or ``<prefix>-images.idx3-ubyte``), optionally ``.gz``.
 _IMAGES_NAME = re.compile(r"^(?P<prefix>.+)-images(?P<sep>[-.])idx3-ubyte(?P<gz>\.gz)?$")
@@ -70,8 +67,6 @@ def load_idx(path: str | os.PathLike[str], image_size: tuple[int, int] | None = 
     Splits are named by file, ``train`` (training) before ``test`` (from ``t10k``, testing);
     every image is uint8 ``[1, H, W]``, resized to `image_size` ``(H, W)`` when given.
     """
-    from siamnet.data.registry import Dataset
-
     path = Path(path)
     size = None if image_size is None else check_image_size(image_size)
     images_files = _images_files(path)

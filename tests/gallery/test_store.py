@@ -1,4 +1,5 @@
-"""Galleries: build, add, load, refuse, and search that equals brute force for every head."""
+"""The gallery folder: build, load, add, model identity, refusals of mismatched or damaged files,
+whole-folder replacement, kills and full disks, the umask."""
 
 from __future__ import annotations
 
@@ -15,60 +16,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from siamnet.checkpoint import load_checkpoint, update_metadata
-from siamnet.errors import ArgumentError, CheckpointError, DataError
+from siamnet.errors import CheckpointError, DataError
 from siamnet.evaluate import embed_images
-from siamnet.gallery import (
-    ExactSearch,
-    FaissSearch,
-    Gallery,
-    RerankSearch,
-    add_to_gallery,
-    build_gallery,
-    checkpoint_identity,
-    load_gallery,
-    read_gallery_items,
-    search,
-)
-from siamnet.models.heads import CosineHead, DistanceHead, L1Head
+from siamnet.gallery import add_to_gallery, build_gallery, checkpoint_identity, load_gallery, search
 
-from shapes_model import (
-    SHAPES,
-    draw_shapes,
-    shape_png,
-    shape_set,
-    write_checkpoint,
-    write_shape_folder,
-)
-
-_BESIDE_PYTHON = Path(sys.executable).parent / "siamnet"  # the command of this environment
-SIAMNET = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.exists() else shutil.which("siamnet") or "siamnet"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def siamnet(*args: object, preexec_fn=None) -> subprocess.CompletedProcess:
-    """The installed command, run with `args`."""
-    return subprocess.run(
-        [SIAMNET, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-        preexec_fn=preexec_fn,
-    )
-
-
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    """Exit status 2 and exactly one ``siamnet: error:`` line on stderr, no traceback."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("siamnet: error: "), result.stderr
-    return lines[0]
+from helpers import ENV, one_error_line, siamnet
+from shapes_model import SHAPES, draw_shapes, shape_png, shape_set, write_shape_folder
 
 
 def dead_pid() -> int:
@@ -81,127 +39,6 @@ def dead_pid() -> int:
 def age(path, seconds: float) -> None:
     then = time.time() - seconds
     os.utime(path, (then, then))
-
-
-try:
-    import faiss  # noqa: F401
-
-    HAVE_FAISS = True
-except ImportError:
-    HAVE_FAISS = False
-needs_faiss = pytest.mark.skipif(not HAVE_FAISS, reason="faiss not installed (faiss extra)")
-
-
-@pytest.fixture(scope="session")
-def ckpt_path(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("gallery-ckpt") / "shapes.pt", "contrastive")
-
-
-@pytest.fixture(scope="session")
-def ckpt(ckpt_path):
-    return load_checkpoint(ckpt_path)
-
-
-@pytest.fixture(scope="session")
-def bce_ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("gallery-bce") / "shapes.pt"
-    return load_checkpoint(write_checkpoint(path, "bce"))
-
-
-def brute_force(head, gallery: torch.Tensor, queries: torch.Tensor, k: int):
-    """Every (query, item) pair scored by the head's own forward, in float64."""
-    h = copy.deepcopy(head).double()
-    q, g = queries.double(), gallery.double()
-    raw = h(q[:, None, :].expand(-1, len(g), -1), g[None].expand(len(q), -1, -1))
-    top = h.to_score(raw).topk(k, dim=1)
-    return top.indices, top.values
-
-
-def l1_head(dim: int, sign: str, seed: int = 0) -> L1Head:
-    torch.manual_seed(seed)
-    head = L1Head(dim)
-    with torch.no_grad():
-        w = head.fc.weight
-        if sign == "negative":
-            w.copy_(-w.abs())
-        head.fc.bias.fill_(2.0)
-    return head
-
-
-def random_gallery(n: int = 3000, dim: int = 84, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, dim, generator=g), torch.randn(20, dim, generator=g)
-
-
-@pytest.mark.parametrize(
-    "head", [DistanceHead(), CosineHead(), l1_head(84, "mixed"), l1_head(84, "negative")]
-)
-def test_exact_search_equals_brute_force(head):
-    items, queries = random_gallery()
-    indices, scores = ExactSearch(items, head, block=20_000).search(queries, 7)  # several chunks
-    want_indices, want_scores = brute_force(head, items, queries, 7)
-    assert torch.equal(indices, want_indices)
-    torch.testing.assert_close(scores.double(), want_scores, rtol=1e-4, atol=1e-4)
-
-
-def test_exact_search_on_a_trained_l1_head_equals_brute_force(bce_ckpt):
-    head = bce_ckpt.model.head
-    assert bool((head.fc.weight > 0).any()) and bool((head.fc.weight < 0).any())
-    items, queries = random_gallery(dim=head.fc.in_features, seed=1)
-    gallery = Gallery(items, [None] * len(items), ["x"] * len(items), "l1", {"sha256": ""})
-    indices, scores = search(gallery, queries, top_k=10, head=head)
-    want_indices, want_scores = brute_force(head, items, queries, 10)
-    assert torch.equal(indices, want_indices)
-    torch.testing.assert_close(scores.double(), want_scores, rtol=1e-5, atol=1e-6)
-
-
-def test_rerank_is_exact_when_no_weight_is_positive():
-    head = l1_head(84, "negative", seed=2)
-    items, queries = random_gallery(seed=2)
-    indices, _ = RerankSearch(items, head, pool_factor=1, min_pool=1).search(queries, 5)
-    assert torch.equal(indices, brute_force(head, items, queries, 5)[0])
-
-
-def test_rerank_scores_its_candidates_by_the_head():
-    head = l1_head(84, "mixed", seed=3)
-    items, queries = random_gallery(seed=3)
-    indices, scores = RerankSearch(items, head, min_pool=50).search(queries, 5)
-    want = torch.sigmoid(head(queries[:, None, :].expand(-1, 5, -1), items[indices]))
-    torch.testing.assert_close(scores, want, rtol=1e-5, atol=1e-6)
-    assert bool((scores[:, :-1] >= scores[:, 1:]).all())
-    full, _ = RerankSearch(items, head, min_pool=len(items)).search(queries, 5)
-    assert torch.equal(full, brute_force(head, items, queries, 5)[0])  # a pool of everything
-
-
-def test_rerank_needs_an_l1_head():
-    with pytest.raises(ArgumentError, match="l1 head"):
-        RerankSearch(torch.zeros(3, 4), DistanceHead())
-
-
-@needs_faiss
-@pytest.mark.parametrize("head", [DistanceHead(), CosineHead(), l1_head(84, "negative", seed=4)])
-def test_faiss_flat_equals_brute_force(head):
-    items, queries = random_gallery(seed=4)
-    indices, scores = FaissSearch(items, head, "flat").search(queries, 5)
-    want_indices, want_scores = brute_force(head, items, queries, 5)
-    assert torch.equal(indices, want_indices)
-    torch.testing.assert_close(scores.double(), want_scores, rtol=1e-4, atol=1e-4)
-
-
-@needs_faiss
-def test_faiss_ivf_visiting_every_cell_is_exact():
-    items, queries = random_gallery(seed=5)
-    searcher = FaissSearch(items, DistanceHead(), "ivf", nlist=16, nprobe=16)
-    indices, _ = searcher.search(queries, 5)
-    assert torch.equal(indices, brute_force(DistanceHead(), items, queries, 5)[0])
-
-
-def test_top_k_is_clamped_and_checked():
-    items, queries = random_gallery(n=4)
-    indices, scores = ExactSearch(items, DistanceHead()).search(queries, 10)
-    assert indices.shape == scores.shape == (20, 4)
-    with pytest.raises(ArgumentError, match="top-k"):
-        ExactSearch(items, DistanceHead()).search(queries, 0)
 
 
 def test_build_load_and_search_real_images(ckpt, tmp_path):
@@ -498,12 +335,13 @@ def test_a_kill_while_writing_leaves_the_old_gallery(ckpt, ckpt_path, tmp_path):
         import os, signal, torch
         from siamnet import gallery
         from siamnet.checkpoint import load_checkpoint
-        real = gallery.write_file
+        from siamnet.gallery import store
+        real = store.write_file
         def write_file(path, data, shown_as=None):
             if str(path).endswith("gallery.json"):
                 os.kill(os.getpid(), signal.SIGKILL)
             real(path, data, shown_as)
-        gallery.write_file = write_file
+        store.write_file = write_file
         images, labels, names = torch.load("items.pt")
         gallery.add_to_gallery({str(g)!r}, load_checkpoint({str(ckpt_path)!r}), images, labels,
                                names)
@@ -581,45 +419,3 @@ def test_index_search_refuses_a_bad_field_in_one_line(ckpt, tmp_path):
     query = shape_png(tmp_path / "query.png", "bar", seed=148)
     line = one_error_line(siamnet("index", "search", g, query))
     assert line.startswith(f"siamnet: error: {g / 'gallery.json'}: field count: expected")
-
-
-def test_read_gallery_items_from_folders_and_files(tmp_path):
-    root = write_shape_folder(tmp_path / "data", per_class=2, seed=161)
-    (root / "loose.png").write_bytes((root / "bar" / "0.png").read_bytes())
-    (root / "ring" / "broken.png").write_text("not an image")
-    items = read_gallery_items(root, 1, (28, 28))
-    assert len(items.names) == 9 and items.images.shape == (9, 1, 28, 28)
-    assert items.labels.count(None) == 1 and items.labels.count("ring") == 2
-    assert len(items.failures) == 1 and "broken.png" in items.failures[0][1]
-    single = read_gallery_items(root / "loose.png", 1, (28, 28), invert=True)
-    loose = items.names.index(str(root / "loose.png"))
-    assert items.labels[loose] is None
-    assert single.labels == [None] and torch.equal(single.images[0], 255 - items.images[loose])
-
-
-def test_l1_gallery_search_needs_the_head(bce_ckpt, tmp_path):
-    images, _ = shape_set(1, seed=171)
-    gallery = build_gallery(bce_ckpt, images, [None] * 4, list("abcd"), tmp_path / "g")
-    q = embed_images(bce_ckpt.model, images)
-    with pytest.raises(ArgumentError, match="needs the model's head"):
-        search(gallery, q)
-    head = bce_ckpt.model.head
-    indices, scores = search(gallery, q, top_k=2, head=head)
-    want_indices, want_scores = brute_force(head, gallery.embeddings, q, 2)
-    assert torch.equal(indices, want_indices)
-    torch.testing.assert_close(scores.double(), want_scores, rtol=1e-5, atol=1e-6)
-
-
-def test_read_gallery_items_from_a_data_spec():
-    registry = pytest.importorskip("siamnet.data.registry", reason="data registry not available")
-    dataset = registry.load_dataset("digits", image_size=(28, 28))
-    splits = {name: data for name, data in dataset.splits.items() if data is not None}
-    items = read_gallery_items("digits", 1, (28, 28))
-    assert len(items.names) == sum(len(d) for d in splits.values()) == len(items.images)
-    first_split, first = next(iter(splits.items()))
-    assert items.names[0] == f"digits:{first_split}:0"
-    assert items.labels[0] == first.classes[int(first.labels[0])]
-    only = read_gallery_items("digits", 1, (28, 28), split=first_split)
-    assert len(only.names) == len(first)
-    with pytest.raises(DataError, match="no split named 'nope'"):
-        read_gallery_items("digits", 1, (28, 28), split="nope")

@@ -1,4 +1,4 @@
-"""A gallery: embeddings of many images, made once, searched for the items nearest a query.
+"""A gallery on disk: embeddings of many images, made once, searched for the items nearest a query.
 
 On disk a gallery is a folder with
 
@@ -16,12 +16,6 @@ leaves the old gallery or the new one, never a mix. Loading checks the recorded 
 recorded count and size against ``embeddings.pt``, so two files that do not belong together
 are refused; where the system has no one-step exchange and a replacement was cut between its
 two renames, loading puts the previous gallery back. Adding items embeds only the new images.
-
-Search is exact by default, in batched tensor operations (`ExactSearch`): a matrix product for
-``euclidean`` and ``cosine`` heads, and for the ``l1`` head the weighted L1 distance as two
-`torch.cdist` calls (see `siamnet.infer.pairwise_raw`), so every item is scored by the head
-itself. `RerankSearch` (``l1`` only) scores a candidate pool by the head, and `FaissSearch` uses
-FAISS (the optional ``faiss`` extra) with a flat (exact) or IVF (approximate) index.
 """
 
 from __future__ import annotations
@@ -37,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
 from siamnet import __version__
 from siamnet.checkpoint import (
@@ -53,8 +46,7 @@ from siamnet.checkpoint import (
     list_of,
     or_none,
 )
-from siamnet.errors import ArgumentError, CheckpointError, DataError
-from siamnet.evaluate import embed_images
+from siamnet.errors import CheckpointError, DataError
 from siamnet.fileio import (
     TEMP_MARK,
     atomic_folder,
@@ -64,18 +56,25 @@ from siamnet.fileio import (
     torch_bytes,
     write_file,
 )
-from siamnet.images import IMAGE_SUFFIXES, list_image_files, match_channels, read_images
-from siamnet.infer import SCORE_BLOCK, model_of, scaled_parts, weighted_l1_scaled
-from siamnet.models.heads import HEADS, L1Head, PairHead, build_head
+from siamnet.infer import model_of
+from siamnet.models.embed import embed_images
+from siamnet.models.heads import HEADS
 from siamnet.models.siamese import SiameseNet
 
 FORMAT = "siamnet-gallery"
+
+
 FORMAT_VERSION = 1
+
+
 EMBEDDINGS_FILE = "embeddings.pt"
+
+
 INFO_FILE = "gallery.json"
-SEARCH_METHODS = ("exact", "rerank", "faiss", "faiss-ivf")
+
 
 _log = logging.getLogger("siamnet")
+
 
 GALLERY_FIELDS: Rules = {
     "format_version": (
@@ -91,14 +90,13 @@ GALLERY_FIELDS: Rules = {
     "files": ("a list of file names (strings), one per item", list_of(is_str)),
     "embeddings_sha256": (f"the sha256 of {EMBEDDINGS_FILE} (64 hex digits)", is_sha256),
 }
+
+
 CHECKPOINT_RECORD_FIELDS: Rules = {
     "sha256": ("the checkpoint's sha256 (64 hex digits)", is_sha256),
     "path": ("a file path (a string)", is_str),
     "model_spec": ("an object describing the model", is_dict),
 }
-
-
-# --- identity of a checkpoint ---------------------------------------------------------------
 
 
 def checkpoint_identity(source: Checkpoint | SiameseNet) -> str:
@@ -124,9 +122,6 @@ def _checkpoint_record(source: Checkpoint | SiameseNet) -> dict[str, Any]:
         record["path"] = str(source.path.resolve())
         record["model_spec"] = source.metadata["model_spec"]
     return record
-
-
-# --- the gallery -----------------------------------------------------------------------------
 
 
 @dataclass
@@ -411,339 +406,3 @@ def refuse_existing_gallery(out: Path, overwrite: bool) -> None:
             f"{out}: a folder of other files ({others[0]}, ...), not a gallery; a gallery is "
             "written as a folder of its own: give --out a new or empty folder"
         )
-
-
-# --- reading items ---------------------------------------------------------------------------
-
-
-@dataclass
-class GalleryItems:
-    """Images to add to a gallery, uint8 ``[N, C, H, W]``, with a label (or None) and a name
-    each, and ``(name, message)`` for every file that could not be read."""
-
-    images: torch.Tensor
-    labels: list[str | None]
-    names: list[str]
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-
-def read_gallery_items(
-    source: str | os.PathLike[str],
-    channels: int,
-    size: tuple[int, int],
-    invert: bool = False,
-    split: str | None = None,
-) -> GalleryItems:
-    """Images from a folder, an image file or a data SPEC, at the model's channels and size.
-
-    A folder is read recursively; an image in a sub-folder is labelled by its sub-folder path
-    (``Greek/character03``), one at the top is unlabelled. Any other `source` is a data SPEC
-    (``digits``, ``mnist``, a .csv or .npz file); its images are named ``SPEC:SPLIT:INDEX``
-    and labelled by class, from every split or only `split`.
-    """
-    p = Path(source)
-    if p.is_dir():
-        files = list_image_files(p, recursive=True)
-        if not files:
-            raise DataError(f"{p}: no image files in this folder")
-        return _items_from_files(files, p, channels, size, invert)
-    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-        return _items_from_files([p], None, channels, size, invert)
-    return _items_from_spec(str(source), channels, size, invert, split)
-
-
-def _items_from_files(
-    files: list[Path], root: Path | None, channels: int, size: tuple[int, int], invert: bool
-) -> GalleryItems:
-    images, ok, failures = read_images(files, channels, size, invert)
-    labels: list[str | None] = []
-    for f in ok:
-        folder = f.parent.relative_to(root).as_posix() if root is not None else "."
-        labels.append(None if folder == "." else folder)
-    return GalleryItems(images, labels, [str(f) for f in ok], [(str(f), m) for f, m in failures])
-
-
-def _items_from_spec(
-    spec: str, channels: int, size: tuple[int, int], invert: bool, split: str | None
-) -> GalleryItems:
-    from siamnet.data.registry import load_dataset
-
-    dataset = load_dataset(spec, image_size=size)
-    parts = {name: data for name, data in dataset.splits.items() if data is not None}
-    if split is not None:
-        if split not in parts:
-            raise DataError(f"{spec}: no split named {split!r}; splits are {', '.join(parts)}")
-        parts = {split: parts[split]}
-    images, labels, names = [], [], []
-    for name, data in parts.items():
-        images.append(match_channels(data.images, channels))
-        labels += [data.classes[i] for i in data.labels.tolist()]
-        names += [f"{spec}:{name}:{i}" for i in range(len(data))]
-    if not images:
-        raise DataError(f"{spec}: no images")
-    stacked = torch.cat(images)
-    return GalleryItems(255 - stacked if invert else stacked, labels, names)
-
-
-# --- search ----------------------------------------------------------------------------------
-
-
-class ExactSearch:
-    """Exact top-k by the model's own head score, in batched tensor operations.
-
-    Queries are processed in chunks so that each ``[q, N]`` score block stays under
-    `block` elements; the whole gallery is scored for every query.
-    """
-
-    def __init__(self, embeddings: torch.Tensor, head: PairHead, block: int = SCORE_BLOCK) -> None:
-        self.head = head
-        self.block = block
-        self.count = len(embeddings)
-        g = embeddings.float()
-        if isinstance(head, L1Head):
-            self.parts = scaled_parts(head, g)
-        elif head.kind == "euclidean":
-            self.g = g
-            self.g_sq = (g * g).sum(1)
-        elif head.kind == "cosine":
-            self.g = F.normalize(g, dim=1)
-        else:
-            self.g = g
-
-    def _raw(self, q: torch.Tensor) -> torch.Tensor:
-        """Scores ``[q, N]`` whose order is the head's (squared distance negated for
-        ``euclidean``, raw logits for ``l1``)."""
-        if isinstance(self.head, L1Head):
-            return weighted_l1_scaled(self.head, q, self.parts)
-        if self.head.kind == "euclidean":
-            return 2.0 * (q @ self.g.T) - self.g_sq - (q * q).sum(1, keepdim=True)
-        if self.head.kind == "cosine":
-            return F.normalize(q, dim=1) @ self.g.T
-        return self.head.pairwise(q, self.g)
-
-    def _to_score(self, raw: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.head, L1Head):
-            return self.head.to_score(raw)
-        if self.head.kind == "euclidean":
-            return -(-raw).clamp_min(0.0).sqrt()
-        return self.head.to_score(raw)
-
-    @torch.no_grad()
-    def search(self, queries: torch.Tensor, top_k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-        """Queries ``[Q, D]`` -> indices int64 ``[Q, k]`` and scores ``[Q, k]`` (best first)."""
-        k = _clamp_k(top_k, self.count)
-        device = self.parts[0].device if isinstance(self.head, L1Head) else self.g.device
-        q = queries.to(device, torch.float32)
-        rows = max(1, self.block // max(1, self.count))
-        idx, scores = [], []
-        for i in range(0, len(q), rows):
-            top = self._raw(q[i : i + rows]).topk(k, dim=1)
-            idx.append(top.indices)
-            scores.append(self._to_score(top.values))
-        if not idx:
-            return torch.zeros(0, k, dtype=torch.int64), torch.zeros(0, k)
-        return torch.cat(idx).cpu(), torch.cat(scores).float().cpu()
-
-
-class RerankSearch:
-    """``l1`` head, approximate: a candidate pool by the L1 distance of embeddings rescaled by
-    the head's negative weights, then every candidate scored by the head.
-
-    The pool (``max(pool_factor·k, min_pool)`` items) is exact when no weight of the head is
-    positive (the rescaled L1 distance then orders items as the head does); a positive weight
-    can move an item outside the pool above one in it, so the result may differ from
-    `ExactSearch` there.
-    """
-
-    def __init__(
-        self,
-        embeddings: torch.Tensor,
-        head: L1Head,
-        pool_factor: int = 10,
-        min_pool: int = 256,
-        candidates: Any | None = None,
-    ) -> None:
-        if not isinstance(head, L1Head):
-            raise ArgumentError(f"rerank search is for the l1 head, this model's is {head.kind!r}")
-        self.head = head
-        self.g = embeddings.float()
-        self.cand_vectors = candidate_vectors(head, self.g) if candidates is None else None
-        self.pool_factor, self.min_pool = pool_factor, min_pool
-        self.candidates = candidates  # a FaissSearch-like object over the rescaled items, or None
-
-    def pool_size(self, top_k: int) -> int:
-        return min(len(self.g), max(self.pool_factor * top_k, self.min_pool))
-
-    @torch.no_grad()
-    def search(self, queries: torch.Tensor, top_k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-        """Queries ``[Q, D]`` -> indices int64 ``[Q, k]`` and scores ``[Q, k]`` (best first)."""
-        k = _clamp_k(top_k, len(self.g))
-        pool = self.pool_size(k)
-        q = queries.to(self.g.device, torch.float32)
-        rows = max(1, SCORE_BLOCK // max(1, pool * self.g.shape[1], len(self.g)))
-        idx, scores = [], []
-        for i in range(0, len(q), rows):
-            chunk = q[i : i + rows]
-            if self.candidates is not None:
-                cand = self.candidates(chunk, pool).to(self.g.device)  # [q, pool], -1 = none
-            else:
-                dist = torch.cdist(candidate_vectors(self.head, chunk), self.cand_vectors, p=1)
-                cand = dist.topk(pool, dim=1, largest=False).indices
-            safe = cand.clamp_min(0)
-            w = self.head.fc.weight.detach().squeeze(0)
-            logits = (torch.abs(chunk[:, None, :] - self.g[safe]) * w).sum(-1) + self.head.fc.bias
-            top = logits.masked_fill(cand < 0, float("-inf")).topk(k, dim=1)
-            idx.append(safe.gather(1, top.indices))
-            scores.append(self.head.to_score(top.values))
-        if not idx:
-            return torch.zeros(0, k, dtype=torch.int64), torch.zeros(0, k)
-        return torch.cat(idx).cpu(), torch.cat(scores).float().cpu()
-
-
-def candidate_vectors(head: L1Head, x: torch.Tensor) -> torch.Tensor:
-    """Vectors ``[N, D⁻]`` whose L1 distance proposes candidates for the ``l1`` head: the
-    embeddings rescaled by the head's negative weights (all of ``x`` if none is negative)."""
-    negative = scaled_parts(head, x)[1]
-    return negative if negative.shape[1] else x
-
-
-class FaissSearch:
-    """FAISS search (the optional ``faiss`` extra), on CPU.
-
-    ``index="flat"``: exact (IndexFlatL2 for ``euclidean``, IndexFlatIP on normalised vectors
-    for ``cosine``). ``index="ivf"``: an inverted file of `nlist` k-means cells (by default
-    about ``√N``, trained on up to `train_size` items) of which `nprobe` are visited per query
-    (Jégou et al. 2011), approximate. For the ``l1`` head FAISS proposes candidates by L1
-    distance (as in `RerankSearch`) and the head scores them.
-    """
-
-    def __init__(
-        self,
-        embeddings: torch.Tensor,
-        head: PairHead,
-        index: str = "flat",
-        nlist: int | None = None,
-        nprobe: int = 8,
-        train_size: int = 50_000,
-        seed: int = 0,
-    ) -> None:
-        faiss = import_faiss()
-        self.head = head
-        self.kind = index
-        g = embeddings.detach().float().cpu()
-        if isinstance(head, L1Head):
-            metric, vectors = faiss.METRIC_L1, candidate_vectors(head, g)
-        elif head.kind == "euclidean":
-            metric, vectors = faiss.METRIC_L2, g
-        elif head.kind == "cosine":
-            metric, vectors = faiss.METRIC_INNER_PRODUCT, F.normalize(g, dim=1)
-        else:
-            raise ArgumentError(f"FAISS search does not support the {head.kind!r} head")
-        x = vectors.contiguous().numpy()
-        d = x.shape[1]
-        if index == "flat":
-            self.index = faiss.IndexFlat(d, metric)
-        elif index == "ivf":
-            nlist = nlist or max(1, min(int(len(x) ** 0.5), len(x) // 39))
-            quantizer = faiss.IndexFlat(d, metric)
-            self.index = faiss.IndexIVFFlat(quantizer, d, nlist, metric)
-            generator = torch.Generator().manual_seed(seed)
-            sample = torch.randperm(len(x), generator=generator)[: max(train_size, nlist)]
-            self.index.train(x[sample.numpy()])
-            self.index.nprobe = nprobe
-        else:
-            raise ArgumentError(f"FAISS index {index!r}: expected 'flat' or 'ivf'")
-        self.index.add(x)
-        self.rerank = (
-            RerankSearch(g, head, candidates=self._candidates)
-            if metric == faiss.METRIC_L1
-            else None
-        )
-
-    def _candidates(self, q: torch.Tensor, pool: int) -> torch.Tensor:
-        qn = candidate_vectors(self.head, q.detach().float().cpu())
-        _, ids = self.index.search(qn.contiguous().numpy(), pool)
-        return torch.from_numpy(ids)
-
-    @torch.no_grad()
-    def search(self, queries: torch.Tensor, top_k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-        """Queries ``[Q, D]`` -> indices ``[Q, k]`` (-1 where an IVF search found fewer than k)
-        and scores ``[Q, k]``."""
-        if self.rerank is not None:
-            return self.rerank.search(queries, top_k)
-        k = _clamp_k(top_k, self.index.ntotal)
-        q = queries.detach().float().cpu()
-        if self.head.kind == "cosine":
-            q = F.normalize(q, dim=1)
-        values, ids = self.index.search(q.contiguous().numpy(), k)
-        values, ids = torch.from_numpy(values), torch.from_numpy(ids)
-        if self.head.kind == "euclidean":
-            scores = -values.clamp_min(0.0).sqrt()
-        else:
-            scores = values
-        return ids, scores.masked_fill(ids < 0, float("-inf"))
-
-
-def import_faiss() -> Any:
-    """The faiss module, or a clear error saying how to install it."""
-    try:
-        import faiss
-    except ImportError as exc:
-        raise ArgumentError(
-            "FAISS search needs the faiss package: pip install 'siamnet[faiss]' (faiss-cpu)"
-        ) from exc
-    return faiss
-
-
-def head_for(gallery: Gallery, head: PairHead | None = None) -> PairHead:
-    """The head to score `gallery` with: the model's, or one rebuilt from the recorded kind
-    (only possible for heads without weights)."""
-    if head is not None:
-        if head.kind != gallery.head:
-            raise CheckpointError(
-                f"{gallery.path}: gallery made with a {gallery.head!r} head, "
-                f"the model has {head.kind!r}"
-            )
-        return head
-    if gallery.head == "l1":
-        raise ArgumentError("searching an l1-head gallery needs the model's head (head=)")
-    return build_head(gallery.head, gallery.dim)
-
-
-def make_searcher(
-    gallery: Gallery, head: PairHead | None = None, method: str = "exact", **options: Any
-) -> ExactSearch | RerankSearch | FaissSearch:
-    """A searcher over `gallery` by `method` (``exact``, ``rerank``, ``faiss``, ``faiss-ivf``)."""
-    h = head_for(gallery, head)
-    if method == "exact":
-        return ExactSearch(gallery.embeddings, h, **options)
-    if method == "rerank":
-        return RerankSearch(gallery.embeddings, h, **options)  # type: ignore[arg-type]
-    if method == "faiss":
-        return FaissSearch(gallery.embeddings, h, index="flat", **options)
-    if method == "faiss-ivf":
-        return FaissSearch(gallery.embeddings, h, index="ivf", **options)
-    raise ArgumentError(f"search method {method!r}: expected one of {', '.join(SEARCH_METHODS)}")
-
-
-def search(
-    gallery: Gallery,
-    queries: torch.Tensor,
-    top_k: int = 5,
-    head: PairHead | None = None,
-    method: str = "exact",
-    **options: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k gallery items of each query embedding ``[Q, D]``: indices int64 ``[Q, k]`` and
-    user-facing scores ``[Q, k]``, best first. `head` is the model's (required for ``l1``)."""
-    if queries.dim() != 2 or queries.shape[1] != gallery.dim:
-        raise DataError(f"query embeddings: expected [Q, {gallery.dim}], got {list(queries.shape)}")
-    return make_searcher(gallery, head, method, **options).search(queries, top_k)
-
-
-def _clamp_k(top_k: int, count: int) -> int:
-    if top_k < 1:
-        raise ArgumentError(f"--top-k {top_k}: expected a positive number")
-    if count == 0:
-        raise DataError("the gallery is empty")
-    return min(top_k, count)

@@ -18,10 +18,10 @@ import torch
 from siamnet.checkpoint import load_checkpoint, read_checkpoint_payload
 from siamnet.errors import ArgumentError
 from siamnet.models.siamese import ModelSpec, build_model
-from siamnet.train import TrainConfig, TrainingError, fit, lr_factor, use_channels_last
+from siamnet.train import TrainConfig, TrainingError, fit, use_channels_last
 
-SIAMNET = str(Path(sys.executable).parent / "siamnet")
-ENV = {**os.environ, "SIAMNET_NO_TENSORBOARD": "1", "OMP_NUM_THREADS": "1"}
+from helpers import ENV, SIAMNET
+
 os.environ["SIAMNET_NO_TENSORBOARD"] = "1"
 
 
@@ -129,13 +129,6 @@ def test_memory_format_choice_and_the_same_math_in_either_layout(tmp_path):
         assert load_checkpoint(tmp_path / layout).metadata["training_args"]["memory_format"] == (
             layout
         )
-
-
-def test_lr_schedules():
-    assert lr_factor("none", 3, 10) == 1.0
-    assert lr_factor("cosine", 0, 10) == 1.0 and lr_factor("cosine", 5, 10) == pytest.approx(0.5)
-    assert lr_factor("step", 6, 10) == pytest.approx(0.1)
-    assert lr_factor("exp:0.99", 2, 10) == pytest.approx(0.9801)
 
 
 def _train_cmd(out: Path, *extra: str) -> list[str]:

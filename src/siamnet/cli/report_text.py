@@ -1,0 +1,106 @@
+"""Reports as text: the evaluation table and the calibration summary that the CLI prints."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def format_evaluation(report: dict[str, Any]) -> str:
+    """`evaluate_checkpoint`'s report as a readable text table."""
+    m = report["model"]
+    ev = report["evaluation_data"]
+    ver = report["verification"]
+    lines = [
+        f"checkpoint: {report['checkpoint']} ({m['backbone']} backbone, {m['head']} head, "
+        f"{m['loss']} loss)",
+        f"data: {report['data']}; evaluated on {ev['description']}, {ev['images']:,} images",
+        *(f"note: {n}" for n in ev["notes"]),
+        "",
+        f"verification: {ver['pairs']:,} fixed pairs ({ver['positives']:,} same, "
+        f"{ver['pairs'] - ver['positives']:,} different; seed {report['seed']})",
+        f"score: {m['score']}; 'same' when score >= threshold",
+        f"ROC AUC {_fmt(ver['roc_auc'])}   equal error rate {_fmt(ver['eer'])}",
+        "",
+    ]
+    header = ["threshold", "value", "accuracy", "precision", "recall", "FAR", "FRR"]
+    rows = [
+        [
+            r["name"],
+            f"{r['threshold']:.4f}",
+            *(_fmt(r[k]) for k in ("accuracy", "precision", "recall", "far", "frr")),
+        ]
+        for r in ver["thresholds"]
+    ]
+    lines += _text_table(header, rows)
+    lines += [f"  {r['name']}: {r['source']}" for r in ver["thresholds"]]
+    shots = report["one_shot"]
+    if shots:
+        first = shots[0]
+        lines += [
+            "",
+            f"N-way K-shot accuracy: {first['episodes']:,} episodes per row, "
+            f"{first['queries']} quer{'y' if first['queries'] == 1 else 'ies'} per class, "
+            "± 95% confidence interval",
+        ]
+        header = ["protocol", "ways", "shots", "scoring", "accuracy", "± 95% CI", "chance"]
+        rows = [
+            [
+                r["protocol"],
+                str(r["ways"]),
+                str(r["shots"]),
+                r["scoring"],
+                _fmt(r["accuracy"]),
+                _fmt(r["ci95"]),
+                _fmt(1.0 / r["ways"]),
+            ]
+            for r in shots
+        ]
+        lines += _text_table(header, rows)
+        lines += [
+            "  scoring: mean = the mean score against a class's K support images;",
+            "           prototype = the score against their mean embedding",
+        ]
+    lines += [f"note: {n}" for n in report["one_shot_notes"]]
+    return "\n".join(lines)
+
+
+def format_calibration(result: dict[str, Any]) -> str:
+    """`calibrate_checkpoint`'s result in a few lines."""
+    return "\n".join(
+        [
+            f"calibrated {result['checkpoint']} for {result['goal']} on {result['pairs']:,} pairs "
+            f"of {result['data']}",
+            f"old threshold: {result['old_threshold']:.4f} ({result['old_source']})",
+            f"new threshold: {result['threshold']:.4f}",
+            f"on these pairs: false-accept rate {result['far']:.4f}, false-reject rate "
+            f"{result['frr']:.4f}, accuracy {result['accuracy']:.4f}",
+        ]
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def _text_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return (
+            "  "
+            + "  ".join(
+                c.ljust(w) if i in (0,) or not _numeric(c) else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+        )
+
+    return [line(header), "  " + "  ".join("-" * w for w in widths), *map(line, rows)]
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return text == "n/a"
+    return True

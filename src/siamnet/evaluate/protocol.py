@@ -1,0 +1,178 @@
+"""A checkpoint on a data set: `evaluate_checkpoint` (verification on fixed pairs and the
+N-way K-shot table on unseen classes) and `calibrate_checkpoint` (choose and store a threshold)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from siamnet.checkpoint import Checkpoint, update_metadata
+from siamnet.data.dataset import Dataset
+from siamnet.errors import ArgumentError
+from siamnet.evaluate.data import (
+    EvaluationData,
+    calibration_data,
+    check_compatible,
+    evaluation_data,
+)
+from siamnet.evaluate.fewshot import DEFAULT_SHOTS, DEFAULT_WAYS, few_shot_table
+from siamnet.evaluate.metrics import (
+    best_accuracy_threshold,
+    pair_metrics,
+    threshold_for_far,
+    verification_pairs,
+    verification_report,
+)
+from siamnet.models.embed import embed_images
+from siamnet.models.heads import HEADS
+from siamnet.objectives import OBJECTIVES
+
+
+def default_threshold(metadata: dict[str, Any]) -> tuple[float, str] | None:
+    """The fixed threshold a head has before calibration, and what it means in words:
+    probability 0.5 (``l1``), cosine 0, half the margin for a contrastive-trained distance.
+
+    None where the objective sets no scale for the distance (triplet, proto): only a calibrated
+    threshold means anything there.
+    """
+    head = HEADS.get(metadata["model_spec"].get("head") or "")
+    if head is not None and head.default_threshold is not None:
+        return head.default_threshold
+    args = metadata.get("training_args") or {}
+    objective = OBJECTIVES.get(metadata["model_spec"].get("loss") or args.get("loss"))
+    if objective is None:
+        return None
+    return objective.default_threshold(float(args.get("margin") or objective.default_margin))
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate_checkpoint` measured: the report and the tensors behind it (for figures).
+
+    ``embeddings`` ``[N, D]`` of ``data.data.images``; verification pairs ``left``/``right``
+    ``[P]`` (indices), ``targets`` ``[P]`` (1 = same) and ``scores`` ``[P]``.
+    """
+
+    report: dict[str, Any]
+    data: EvaluationData
+    embeddings: torch.Tensor
+    left: torch.Tensor
+    right: torch.Tensor
+    targets: torch.Tensor
+    scores: torch.Tensor
+
+
+def evaluate_checkpoint(
+    ckpt: Checkpoint,
+    dataset: Dataset,
+    *,
+    eval_classes: Sequence[str] | None = None,
+    pairs: int = 10000,
+    ways: Sequence[int] = DEFAULT_WAYS,
+    shots: Sequence[int] = DEFAULT_SHOTS,
+    queries: int = 1,
+    episodes: int = 1000,
+    seed: int = 0,
+) -> Evaluation:
+    """Verification on `pairs` fixed pairs and N-way K-shot accuracy of a checkpoint on the
+    evaluation examples `evaluation_data` picks; ``.report`` is a JSON-ready dict."""
+    check_compatible(ckpt, dataset)
+    chosen = evaluation_data(dataset, ckpt.metadata, eval_classes)
+    model = ckpt.model
+    device = next(model.parameters()).device
+    emb = embed_images(model, chosen.data.images, device=device)
+    left, right, target, scores = verification_pairs(model, emb, chosen.data.labels, pairs, seed)
+    calibrated = (ckpt.threshold, str(ckpt.metadata.get("threshold_source") or "checkpoint"))
+    thresholds = {"default": default_threshold(ckpt.metadata), "calibrated": calibrated}
+    verification = verification_report(
+        scores, target, {name: t for name, t in thresholds.items() if t is not None}
+    )
+    rows, notes = few_shot_table(
+        model,
+        emb,
+        chosen.data,
+        ways=ways,
+        shots=shots,
+        queries=queries,
+        episodes=episodes,
+        seed=seed,
+    )
+    spec = ckpt.spec
+    report = {
+        "checkpoint": str(ckpt.path),
+        "data": dataset.name,
+        "model": {
+            "backbone": spec.model,
+            "head": spec.head,
+            "loss": spec.loss,
+            "score": model.head.meaning,
+        },
+        "evaluation_data": {
+            "description": chosen.description,
+            "unseen_classes": chosen.unseen,
+            "classes": chosen.data.classes,
+            "images": len(chosen.data),
+            "notes": chosen.notes,
+        },
+        "seed": seed,
+        "verification": verification,
+        "one_shot": [r.to_dict() for r in rows],
+        "one_shot_notes": notes,
+    }
+    return Evaluation(report, chosen, emb, left, right, target, scores)
+
+
+def calibrate_checkpoint(
+    ckpt: Checkpoint,
+    dataset: Dataset,
+    *,
+    target_far: float | None = None,
+    best_accuracy: bool = False,
+    pairs: int = 10000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Choose a threshold on calibration pairs (`calibration_data`) for a false-accept rate of
+    at most `target_far` or for the best accuracy, and write it into the checkpoint's metadata
+    file atomically (``ckpt.metadata`` too). Returns old and new threshold and the FAR/FRR
+    achieved on those pairs."""
+    if best_accuracy == (target_far is not None):
+        raise ArgumentError("give exactly one of --target-far RATE or --best-accuracy")
+    if target_far is not None and not 0.0 <= target_far < 1.0:
+        raise ArgumentError(f"--target-far must lie in [0, 1), got {target_far:g}")
+    check_compatible(ckpt, dataset)
+    chosen = calibration_data(dataset, ckpt.metadata)
+    emb = embed_images(ckpt.model, chosen.data.images)
+    _, _, target, scores = verification_pairs(ckpt.model, emb, chosen.data.labels, pairs, seed)
+    if best_accuracy:
+        threshold = best_accuracy_threshold(scores, target)
+        goal = "best accuracy"
+    else:
+        threshold = threshold_for_far(scores, target, float(target_far))
+        goal = f"false-accept rate at most {target_far:g}"
+    achieved = pair_metrics(scores, target, threshold)
+    old = (ckpt.threshold, str(ckpt.metadata.get("threshold_source") or ""))
+    source = f"calibrated for {goal} on {len(target):,} pairs of {chosen.description}"
+    calibration = {
+        "goal": goal,
+        "target_far": target_far,
+        "pairs": len(target),
+        "seed": seed,
+        "data": chosen.description,
+        "far": achieved.far,
+        "frr": achieved.frr,
+        "accuracy": achieved.accuracy,
+    }
+    updates = {"threshold": threshold, "threshold_source": source, "calibration": calibration}
+    update_metadata(ckpt.path, updates)
+    ckpt.metadata.update(updates)
+    return {
+        "checkpoint": str(ckpt.path),
+        "old_threshold": old[0],
+        "old_source": old[1],
+        "threshold": threshold,
+        "source": source,
+        **calibration,
+    }

@@ -1,0 +1,82 @@
+"""The objective interface: everything the training loop needs to know about one loss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from siamnet.data.labeled import LabeledImages
+
+if TYPE_CHECKING:
+    from siamnet.train.config import TrainConfig
+
+#: A training batch: index tensors into the training images (and their targets or labels).
+Batch = dict[str, torch.Tensor]
+#: Draws one batch from a seeded CPU generator.
+Sampler = Callable[[torch.Generator], Batch]
+#: Index tensor ``[B]`` -> float images ``[B, C, H, W]`` on the training device (augmented).
+Fetch = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Objective:
+    """One way to train: its batch sampler, its loss and batch accuracy, and what the model
+    it trains looks like (head kind, embedding normalisation).
+
+    Subclass it, set the class attributes, implement `sampler` and `step`, and pass an
+    instance to `siamnet.train.fit` (``fit(config, objective=...)``) or register it with
+    `siamnet.objectives.register_objective` so that ``--loss NAME`` finds it.
+    """
+
+    #: The ``--loss`` name, recorded in checkpoints.
+    name = "base"
+    #: The kind of head it trains (a key of `siamnet.models.heads.HEADS`).
+    head = "euclidean"
+    #: Whether embeddings are L2-normalised (for margin losses).
+    embedding_norm = False
+    #: What the training accuracy measures, for the curve's legend.
+    accuracy_label = "train batches"
+    #: ``--margin`` when none is given.
+    default_margin = 0.2
+    #: Whether the default recipe adds rotated copies of the training classes.
+    rotate_classes_by_default = False
+    #: Batch keys whose index tensors count as images seen.
+    image_keys: tuple[str, ...] = ()
+
+    def default_threshold(self, margin: float) -> tuple[float, str] | None:
+        """The threshold of a distance head trained with this objective before calibration,
+        with its meaning (None: the objective sets no scale, only calibration means anything).
+        """
+        return None
+
+    def learned_temperature(self, cfg: TrainConfig) -> bool:
+        """Whether the model carries a learned softmax temperature."""
+        return False
+
+    def sampler(self, cfg: TrainConfig, train: LabeledImages) -> Sampler:
+        """A function drawing training batches of indices into `train`."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def step(
+        self,
+        cfg: TrainConfig,
+        model: nn.Module,
+        batch: Batch,
+        fetch: Fetch,
+        labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, float]:
+        """Loss (a scalar tensor with a gradient) and batch accuracy of one batch. `model`
+        maps images to embeddings ``[B, D]`` (or, given two, to raw pair scores ``[B]``);
+        `labels` int64 ``[N]`` are the training labels on the device."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def images_in(self, batch: Batch) -> int:
+        """How many images a batch feeds through the network."""
+        return sum(len(batch[k]) for k in self.image_keys if k in batch)
+
+
+def base_module(model: nn.Module) -> nn.Module:
+    """The `SiameseNet` inside a compiled and/or DistributedDataParallel wrapper."""
+    return getattr(getattr(model, "_orig_mod", model), "module", model)

@@ -1,0 +1,92 @@
+"""The splits one run trains, validates and tests on, and the input normalisation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from siamnet.data.class_augment import with_rotated_classes
+from siamnet.data.labeled import LabeledImages
+from siamnet.data.registry import load_dataset
+from siamnet.data.splits import split_by_class, split_by_example
+from siamnet.errors import ArgumentError
+from siamnet.train.config import TrainConfig
+
+
+@dataclass
+class TrainData:
+    """The splits one run uses. `unseen` holds classes never seen in training, if any."""
+
+    train: LabeledImages
+    val: LabeledImages
+    val_protocol: str
+    test: LabeledImages | None
+    unseen: LabeledImages | None
+    notes: list[str]
+
+
+def prepare_data(cfg: TrainConfig) -> TrainData:
+    """Load ``--data`` (and ``--test-data``), hold out evaluation classes, split validation."""
+    dataset = load_dataset(cfg.data, cfg.image_size)
+    train = dataset.train
+    test = load_dataset(cfg.test_data, cfg.image_size).train if cfg.test_data else dataset.test
+    notes = list(train.notes)
+    unseen = None
+    if cfg.eval_classes or cfg.eval_fraction:
+        train, unseen = split_by_class(
+            train, eval_classes=cfg.eval_classes, eval_fraction=cfg.eval_fraction, seed=cfg.seed
+        )
+        if test is not None:  # the test split's examples of the held-out classes are unseen too
+            held = [c for c in unseen.classes if c in test.classes]
+            kept = [c for c in train.classes if c in test.classes]
+            if held:
+                unseen = _concat(unseen, test.select_classes(test.class_ids(held)))
+            test = test.select_classes(test.class_ids(kept)) if kept else None
+    elif test is not None and not set(test.classes) & set(train.classes):
+        unseen, test = test, None  # e.g. Omniglot's evaluation alphabets
+    if test is not None and (test.channels, test.image_size) != (train.channels, train.image_size):
+        raise ArgumentError(
+            f"--test-data {cfg.test_data}: images are {test.channels}×{test.image_size}, "
+            f"training images {train.channels}×{train.image_size}; pass --image-size"
+        )
+    use_classes = train.num_classes >= 20 and cfg.val_classes_fraction > 0
+    if use_classes:
+        train, val = split_by_class(train, eval_fraction=cfg.val_classes_fraction, seed=cfg.seed)
+        protocol = "held-out classes"
+    else:
+        train, val = split_by_example(train, cfg.val_fraction, seed=cfg.seed)
+        protocol = "held-out examples of training classes"
+    if cfg.rotate_classes:
+        train = with_rotated_classes(train)
+        notes.append(f"training classes ×4 by 90° rotations: {train.num_classes} classes")
+    return TrainData(train, val, protocol, test, unseen, notes)
+
+
+def _concat(a: LabeledImages, b: LabeledImages) -> LabeledImages:
+    """Examples of `a` and `b`, classes matched by name (b's classes must be in a)."""
+    ids = torch.tensor(a.class_ids(b.classes), dtype=torch.int64)
+    return LabeledImages(
+        images=torch.cat([a.images, b.images]),
+        labels=torch.cat([a.labels, ids[b.labels]]),
+        classes=a.classes,
+        groups=a.groups,
+        source=a.source,
+        notes=a.notes,
+    )
+
+
+def normalization_for(cfg: TrainConfig, train: LabeledImages) -> dict[str, Any]:
+    """``raw`` (0..255, the post), ``unit`` (0..1) or ``standard`` (per-channel mean/std)."""
+    c = train.channels
+    if cfg.normalize == "raw":
+        return {"scale": 1.0, "mean": [0.0] * c, "std": [1.0] * c}
+    if cfg.normalize == "unit":
+        return {"scale": 255.0, "mean": [0.0] * c, "std": [1.0] * c}
+    if cfg.normalize == "standard":
+        x = train.images[:20000].double() / 255.0
+        mean = x.mean(dim=(0, 2, 3)).tolist()
+        std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+        return {"scale": 255.0, "mean": mean, "std": std}
+    raise ArgumentError(f"--normalize {cfg.normalize!r}: expected raw, unit or standard")

@@ -1,0 +1,237 @@
+"""The training loop: `fit` alternates `train_epoch` and `validate`, writing ``last.pt``
+every epoch and ``best.pt`` by validation one-shot accuracy, ``metrics.csv`` and ``curves.png``,
+until the epochs, the patience or the time budget run out; then `finish` calibrates and tests.
+Every random draw comes from seeded generators whose state is checkpointed, so a run resumed
+with ``--resume`` ends with the same weights as one that was never stopped (on CPU).
+The loop knows no loss names: the objective (`siamnet.objectives`) does."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from siamnet.checkpoint import save_checkpoint
+from siamnet.device import resolve_device
+from siamnet.distributed import (
+    DistInfo,
+    all_true,
+    barrier,
+    broadcast_buffers,
+    broadcast_flag,
+    broadcast_float,
+    device_for_rank,
+    init_distributed,
+    mean_over_ranks,
+    shutdown,
+)
+from siamnet.errors import ArgumentError
+from siamnet.fileio import atomic_write_text
+from siamnet.objectives import Objective, get_objective, register_objective
+from siamnet.train.config import TrainConfig
+from siamnet.train.data import TrainData, prepare_data
+from siamnet.train.model import (
+    amp_dtype,
+    build_training_model,
+    pretrained_weights,
+    use_channels_last,
+)
+from siamnet.train.optim import build_optimizer, plateau_scale, set_epoch_hyperparameters
+from siamnet.train.rundir import (
+    RunState,
+    _log_tensorboard,
+    _restore,
+    config_for_resume,
+    draw_curves,
+    metadata_for,
+    prepare_run_dir,
+    training_state,
+    write_metrics_csv,
+)
+from siamnet.train.step import BatchMaker, train_epoch
+from siamnet.train.validation import finish, test_pair_accuracy, validate
+
+
+def fit(config: TrainConfig, objective: Objective | None = None) -> dict[str, Any]:
+    """Train as `config` says; returns the final summary (also written to ``summary.json``).
+
+    `objective` replaces ``config.loss`` with an objective of one's own; it is registered
+    under its name so that its checkpoints load in this process (register it again with
+    `siamnet.objectives.register_objective` in another)."""
+    if objective is not None:
+        register_objective(objective)
+        config = dataclasses.replace(config, loss=objective.name)
+    cfg = config_for_resume(config) if config.resume else config.resolved()
+    device = resolve_device(cfg.device)
+    info = init_distributed(device)
+    device = device_for_rank(device, info)
+    try:
+        return _fit(cfg, device, info)
+    finally:
+        shutdown(info)
+
+
+def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, Any]:
+    if cfg.workers > 0:
+        torch.set_num_threads(cfg.workers)
+    for name in ("epochs", "steps_per_epoch", "batch_size"):
+        if int(getattr(cfg, name)) < 1:
+            raise ArgumentError(f"--{name.replace('_', '-')} must be at least 1")
+    objective = get_objective(cfg.loss)  # an unknown loss is refused before anything is read
+    pretrained_weights(cfg)
+    data = prepare_data(cfg)
+    run_dir = prepare_run_dir(cfg, info)
+    generators = {
+        "sample": torch.Generator().manual_seed(cfg.seed * 1_000_003 + info.rank),
+        "augment": torch.Generator().manual_seed(cfg.seed * 1_000_033 + 7 + info.rank),
+    }
+    model = build_training_model(cfg, data, torch.Generator().manual_seed(cfg.seed), objective)
+    model.to(device)
+    if use_channels_last(cfg, device):
+        model.to(memory_format=torch.channels_last)  # 4-D weights; activations follow them
+    optimizer = build_optimizer(cfg, model)
+    dtype = amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    state = RunState()
+    if cfg.resume:
+        state = _restore(run_dir / "last.pt", model, optimizer, scaler, generators, device)
+    train_model: nn.Module = model
+    if info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    images = data.train.images.to(device)
+    labels = data.train.labels.to(device)
+    batches = BatchMaker(cfg, data.train, objective)
+    if info.is_main:
+        _announce(cfg, data, device, info)
+    stop = False
+    wall_start, wall_before = time.perf_counter(), state.wall_seconds
+    while state.epoch < cfg.epochs and not stop:
+        epoch = state.epoch
+        lr = set_epoch_hyperparameters(cfg, optimizer, epoch, state.lr_scale)
+        epoch_start = start = time.perf_counter()
+        loss, acc, seen = train_epoch(
+            cfg, train_model, optimizer, scaler, batches, images, labels, generators, epoch, info
+        )
+        broadcast_buffers(model, info)
+        loss = mean_over_ranks(loss, info, device)
+        acc = mean_over_ranks(acc, info, device)
+        state.seconds += time.perf_counter() - start
+        state.images_seen += seen * info.world_size
+        state.epoch += 1
+        if info.is_main:
+            val = validate(cfg, model, data.val, device)
+            if data.test is not None and data.test.num_classes >= 2:
+                val["test_pair_acc"] = test_pair_accuracy(
+                    cfg, model, data.test, device, val["threshold"]
+                )
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": loss,
+                "train_acc": acc,
+                "lr": lr,
+                "images_seen": state.images_seen,
+                "seconds": round(state.seconds, 2),
+                **val,
+            }
+            state.history.append(row)
+            improved = val["val_oneshot_acc"] > state.best_score
+            if improved:
+                state.best_score, state.best_epoch = val["val_oneshot_acc"], epoch + 1
+                state.epochs_without_improvement = 0
+            else:
+                state.epochs_without_improvement += 1
+                if cfg.schedule == "plateau":
+                    state.lr_scale = plateau_scale(state.lr_scale, state.epochs_without_improvement)
+            now = time.perf_counter()
+            state.wall_seconds = row["wall_seconds"] = wall_before + (now - wall_start)
+            state.stopped_by = stop_reason(cfg, state, now - epoch_start)
+            extra = {
+                "epoch": epoch + 1,
+                "threshold": val["threshold"],
+                "threshold_source": "best accuracy on validation pairs",
+                "validation": val,
+            }
+            meta = metadata_for(cfg, model, data, extra)
+            if improved:
+                save_checkpoint(run_dir / "best.pt", model, meta)
+            save_checkpoint(
+                run_dir / "last.pt",
+                model,
+                meta,
+                training_state(optimizer, scaler, generators, state),
+            )
+            write_metrics_csv(run_dir / "metrics.csv", state.history)
+            _log_tensorboard(run_dir, row)
+            draw_curves(run_dir, objective)
+            if not cfg.quiet:
+                print(_epoch_line(row, cfg), file=sys.stderr, flush=True)
+            stop = state.stopped_by not in ("", "epochs")
+        stop = broadcast_flag(stop, info, device)
+        state.lr_scale = broadcast_float(state.lr_scale, info, device)
+    in_sync = ranks_in_sync(model, info, device)
+    barrier(info)
+    if not info.is_main:
+        return {}
+    summary = finish(cfg, data, run_dir, device, state)
+    if info.enabled:
+        summary.update(world_size=info.world_size, ranks_in_sync=in_sync)
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def stop_reason(cfg: TrainConfig, state: RunState, last_epoch_seconds: float) -> str:
+    """Why the run ends after this epoch (``""``: it goes on). ``time budget`` when one more
+    epoch as long as the last would overrun ``cfg.time_budget`` seconds of wall time."""
+    if state.epoch >= cfg.epochs:
+        return "epochs"
+    if cfg.patience and state.epochs_without_improvement >= cfg.patience:
+        return "early stopping"
+    if cfg.time_budget and state.wall_seconds + last_epoch_seconds > cfg.time_budget:
+        return "time budget"
+    return ""
+
+
+@torch.no_grad()
+def ranks_in_sync(model: nn.Module, info: DistInfo, device: torch.device) -> bool:
+    """Whether every rank holds exactly rank 0's weights (a check that DDP did its job)."""
+    if not info.enabled:
+        return True
+    import torch.distributed as dist
+
+    flat = torch.cat([t.detach().float().flatten() for t in model.state_dict().values()]).to(device)
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    return all_true(bool(torch.equal(flat, reference)), info, device)
+
+
+def _announce(cfg: TrainConfig, data: TrainData, device: torch.device, info: DistInfo) -> None:
+    if cfg.quiet:
+        return
+    unseen = f", {data.unseen.num_classes} unseen classes held out" if data.unseen else ""
+    print(
+        f"training {cfg.model}/{cfg.loss} on {cfg.data}: {len(data.train)} images of "
+        f"{data.train.num_classes} classes{unseen}; validation: {data.val_protocol}; "
+        f"device {device}" + (f" × {info.world_size} processes" if info.enabled else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _epoch_line(row: dict[str, Any], cfg: TrainConfig) -> str:
+    ways = row.get("val_oneshot_ways", 0)
+    budget = f" of {cfg.time_budget:.0f}s budget" if cfg.time_budget else ""
+    return (
+        f"epoch {row['epoch']}/{cfg.epochs}: loss {row['train_loss']:.4f}, train acc "
+        f"{row['train_acc']:.3f}, val pair acc {row['val_pair_acc']:.3f}, "
+        f"val {ways}-way one-shot {row['val_oneshot_acc']:.3f}, lr {row['lr']:.2g} "
+        f"({row['seconds']:.0f}s training, {row.get('wall_seconds', 0):.0f}s{budget})"
+    )
