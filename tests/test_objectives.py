@@ -65,7 +65,7 @@ def test_objectives_name_their_head_normalisation_and_curve_label():
     assert ModelSpec(loss="proto").head == "euclidean"
     assert TrainConfig(loss="contrastive").resolved().margin == 1.0
     assert TrainConfig(loss="triplet").resolved().margin == 0.2
-    assert TrainConfig().resolved().rotate_classes  # the default recipe, proto
+    assert TrainConfig().resolved().rotate_classes == "auto"  # the default recipe, proto
     assert not TrainConfig(loss="bce").resolved().rotate_classes
 
 

@@ -18,3 +18,16 @@ def test_a_length_given_by_hand_is_the_length():
     cfg = TrainConfig(steps_per_epoch=7, time_budget=30, patience=2).resolved()
     assert (cfg.steps_per_epoch, cfg.time_budget, cfg.patience) == (7, 30, 2)
     assert TrainConfig(preset="seed").resolved().time_budget == 0
+
+
+def test_rotated_classes_by_default_only_where_there_are_many_classes(tmp_path):
+    """The default recipe adds rotated classes to data with at least 20 training classes
+    (where validation holds out classes), not to the digits' six or eight."""
+    from siamnet.train import prepare_data
+
+    few = prepare_data(TrainConfig(out=str(tmp_path / "a")).resolved())
+    assert few.train.num_classes == 6 and few.val_protocol.startswith("held-out examples")
+    forced = prepare_data(TrainConfig(eval_classes=["8", "9"], rotate_classes=True).resolved())
+    assert forced.train.num_classes == 4 * 8
+    auto = TrainConfig(eval_classes=["8", "9"]).resolved()
+    assert auto.rotate_classes == "auto" and prepare_data(auto).train.num_classes == 8

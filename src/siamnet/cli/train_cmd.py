@@ -72,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rotate-classes",
         action=argparse.BooleanOptionalAction,
         help="add each training class rotated by 90, 180 and 270 degrees as three new "
-        "classes (the Omniglot practice; on by default with --loss proto)",
+        "classes (the Omniglot practice; by default on with --loss proto when the data has "
+        "at least 20 training classes)",
     )
     m.add_argument(
         "--temperature",

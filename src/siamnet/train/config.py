@@ -47,7 +47,7 @@ class TrainConfig:
     shots: int = 1
     queries: int = 5
     temperature: str = "learned"
-    rotate_classes: bool | None = None
+    rotate_classes: bool | str | None = None
     koch_init: bool | None = None
     pretrained: str | None = None
     val_fraction: float = 0.15
@@ -82,8 +82,10 @@ class TrainConfig:
                 out.eval_classes = ["6", "7", "8", "9"]
         objective = OBJECTIVES.get(out.loss) if isinstance(out.loss, str) else None
         if out.rotate_classes is None and self.preset in (None, "default"):
-            # part of the default recipe where the objective was measured with it
-            out.rotate_classes = bool(objective and objective.rotate_classes_by_default)
+            # part of the default recipe where the objective was measured with it, and only on
+            # data with enough classes ("auto": decided by prepare_data; bench/RESULTS.md)
+            rotates = bool(objective and objective.rotate_classes_by_default)
+            out.rotate_classes = "auto" if rotates else False
         if out.margin is None:
             out.margin = objective.default_margin if objective else 0.2
         if (self.epochs is not None or self.steps_per_epoch is not None) and self.preset in (

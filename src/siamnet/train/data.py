@@ -58,7 +58,11 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
     else:
         train, val = split_by_example(train, cfg.val_fraction, seed=cfg.seed)
         protocol = "held-out examples of training classes"
-    if cfg.rotate_classes:
+    rotate = cfg.rotate_classes
+    if rotate == "auto":  # the default: as new classes where there are many (Omniglot's
+        # practice); on a few classes (digits: 0 and 1 turned 180° look the same) it hurt
+        rotate = use_classes
+    if rotate:
         train = with_rotated_classes(train)
         notes.append(f"training classes ×4 by 90° rotations: {train.num_classes} classes")
     return TrainData(train, val, protocol, test, unseen, notes)
