@@ -4,7 +4,9 @@ looks like (exit status 2, one ``siamnet: error:`` line, no traceback)."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -69,3 +71,14 @@ def digits_metadata(classes: list[str], **args) -> dict:
         "unseen_classes": [],
         "training_args": {"data": "digits", "seed": 0, "margin": 1.0, **args},
     }
+
+
+def limit_file_size(limit: int) -> Callable[[], None]:
+    """A ``preexec_fn``: files of at most `limit` bytes, so that a write past it fails with
+    EFBIG as on a full disk (SIGXFSZ, which would kill the process, is ignored across exec)."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply

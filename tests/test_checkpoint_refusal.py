@@ -9,9 +9,7 @@ import os
 import pickle
 import random
 import re
-import resource
 import shutil
-import signal
 import stat
 
 import pytest
@@ -20,7 +18,7 @@ import torch
 from siamnet.checkpoint import load_checkpoint, read_checkpoint_payload, update_metadata
 from siamnet.errors import CheckpointError
 
-from helpers import one_error_line, siamnet
+from helpers import limit_file_size, one_error_line, siamnet
 from shapes_model import shape_png, write_checkpoint
 
 
@@ -296,17 +294,6 @@ def test_an_unreadable_pickle_is_refused_in_a_whole_sentence(tmp_path):
 
 
 # --- writing -----------------------------------------------------------------------------------
-
-
-def limit_file_size(limit: int):
-    """For `preexec_fn`: files of at most `limit` bytes; a write past it fails with EFBIG
-    (SIGXFSZ ignored, which stays so across exec)."""
-
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return apply
 
 
 @pytest.mark.slow

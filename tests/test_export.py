@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
-import signal
 import stat
 import subprocess
 import sys
@@ -23,7 +21,7 @@ from siamnet.errors import ArgumentError, SiamnetError
 from siamnet.export import export_model, export_paths, verify_export
 from siamnet.infer import compare
 
-from helpers import SIAMNET
+from helpers import SIAMNET, limit_file_size
 from shapes_model import SHAPES, draw_shapes, write_checkpoint
 
 try:
@@ -203,17 +201,6 @@ def test_an_export_is_written_with_the_umask(ckpt, tmp_path):
     finally:
         os.umask(old)
     assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {0o600}
-
-
-def limit_file_size(limit: int):
-    """For `preexec_fn`: files of at most `limit` bytes; a write past it fails with EFBIG
-    (SIGXFSZ ignored, which stays so across exec)."""
-
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return apply
 
 
 @pytest.mark.slow

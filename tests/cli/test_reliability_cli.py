@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
@@ -35,6 +34,8 @@ from fuzz_cases import (  # noqa: E402
     snapshot,
     tiny_run,
 )
+
+from helpers import limit_file_size  # noqa: E402
 
 CPU = ["--device", "cpu"]
 
@@ -181,17 +182,6 @@ def test_index_build_overwrite_killed_at_seeded_moments_leaves_old_or_new(setup,
 # --- (b) no space left -----------------------------------------------------------------------
 
 
-def file_size_limit(limit: int):
-    """A preexec_fn: files may grow to `limit` bytes; past it a write fails with EFBIG (the
-    signal SIGXFSZ, which would kill the process, is ignored), as when a disk is full."""
-
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return apply
-
-
 def assert_no_space_refusal(done: subprocess.CompletedProcess, names: list[str]) -> str:
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
@@ -214,7 +204,7 @@ def test_train_resume_with_no_space_left_keeps_the_run_as_it_was(setup, tmp_path
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=file_size_limit(limit),
+        preexec_fn=limit_file_size(limit),
     )
     assert_no_space_refusal(done, ["best.pt", "last.pt"])
     assert not changed(before, snapshot(run)), changed(before, snapshot(run))
@@ -232,7 +222,7 @@ def test_index_build_with_no_space_left_keeps_the_old_gallery(setup, tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=file_size_limit(limit),
+        preexec_fn=limit_file_size(limit),
     )
     assert_no_space_refusal(done, ["embeddings.pt", "gallery.json", str(gallery)])
     assert not changed(before, snapshot(gallery)), changed(before, snapshot(gallery))

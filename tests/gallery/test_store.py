@@ -8,9 +8,7 @@ import hashlib
 import json
 import os
 import pickle
-import resource
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -25,7 +23,7 @@ from siamnet.errors import CheckpointError, DataError
 from siamnet.evaluate import embed_images
 from siamnet.gallery import add_to_gallery, build_gallery, checkpoint_identity, load_gallery, search
 
-from helpers import ENV, one_error_line, siamnet
+from helpers import ENV, limit_file_size, one_error_line, siamnet
 from shapes_model import SHAPES, draw_shapes, shape_png, shape_set, write_shape_folder
 
 
@@ -354,17 +352,6 @@ def test_a_kill_while_writing_leaves_the_old_gallery(ckpt, ckpt_path, tmp_path):
     assert len(load_gallery(g)) == 4
     add_to_gallery(g, ckpt, *new_items(3))
     assert os.listdir(root) == ["g"] and len(load_gallery(g)) == 7
-
-
-def limit_file_size(limit: int):
-    """For `preexec_fn`: files of at most `limit` bytes; a write past it fails with EFBIG
-    (SIGXFSZ ignored, which stays so across exec)."""
-
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return apply
 
 
 @pytest.mark.slow
