@@ -117,13 +117,17 @@ def weighted_l1_parts(
     """`weighted_l1` of queries ``[..., Q, D]`` against items already split by `l1_parts`."""
     qp, qn = l1_parts(q, weight)
     sp, sn = parts
-    shape = (*torch.broadcast_shapes(qp.shape[:-2], sp.shape[:-2]), q.shape[-2], sp.shape[-2])
-    out = q.new_full(shape, float(bias))
-    if sp.shape[-1]:
-        out += torch.cdist(qp, sp, p=1)
-    if sn.shape[-1]:
-        out -= torch.cdist(qn, sn, p=1)
-    return out
+    # Out of place, so autograd can keep cdist's output; no torch.broadcast_shapes (its first
+    # call imports torch._refs, about half a second).
+    if sp.shape[-1] and sn.shape[-1]:
+        out = torch.cdist(qp, sp, p=1) - torch.cdist(qn, sn, p=1)
+    elif sp.shape[-1]:
+        out = torch.cdist(qp, sp, p=1)
+    elif sn.shape[-1]:
+        out = -torch.cdist(qn, sn, p=1)
+    else:  # D = 0: zeros of the broadcast shape
+        out = q[..., :0] @ sp.transpose(-1, -2)
+    return out + bias
 
 
 class L1Head(PairHead):
