@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from siamnet.data.batch_pairs import BatchPairSampler
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.pairs import PairSampler, sample_pairs
 
@@ -157,6 +158,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     sampler = PairSampler(data.labels)
     many = 100  # batches drawn at once
+    in_batch = BatchPairSampler(data.labels, BATCH, 10)  # 10 classes × 10 images, every pair
 
     stream = sampler.image_batches(data.images, BATCH, g, chunk=many)
 
@@ -166,11 +168,13 @@ def main() -> None:
         "stream": lambda: next(stream),
         "many": lambda: sampler.sample(data.images, BATCH, g, num_batches=many),
         "indices": lambda: sampler.sample_indices(BATCH, g, num_batches=many),
+        "in_batch": lambda: data.images.index_select(0, in_batch.sample(g)["index"]),
     }
     timings = best_seconds(functions, args.min_time, args.rounds)
     timings["many"] /= many
     timings["indices"] /= many
     rate = {k: BATCH / v for k, v in timings.items()}
+    rate["in_batch"] = in_batch.pairs_per_batch / timings["in_batch"]
     names = {
         "post": "post's `get_batch` loop (float64, one pair at a time)",
         "one": "`sample_pairs` (uint8 images), one batch per call",
@@ -178,6 +182,9 @@ def main() -> None:
         f"drawn {many} batches at a time",
         "many": f"`PairSampler.sample` (uint8 images), {many} batches per call",
         "indices": f"`PairSampler.sample_indices` only, {many} batches per call",
+        "in_batch": f"`BatchPairSampler.sample` (`--pairs batch`, as training draws it): "
+        f"{in_batch.batch_size} uint8 images, 10 classes × 10, gathered, and the positions of "
+        f"their {in_batch.pairs_per_batch:,} pairs, one batch per call",
     }
     rows = [
         [names[k], f"{timings[k] * 1e3:.3f}", f"{rate[k]:,.0f}", f"{rate[k] / rate['post']:.1f}×"]
@@ -202,7 +209,10 @@ def main() -> None:
             f"{rate['stream'] / rate['post']:.0f}× taking one batch per call from indices drawn "
             f"{many} batches at a time, {rate['many'] / rate['post']:.0f}× drawing {many} "
             f"batches of images per call, {rate['indices'] / rate['post']:.0f}× for the indices "
-            f"alone. Copying the 200 images of one batch by itself takes "
+            f"alone; {rate['in_batch'] / rate['post']:,.0f}× per pair fed to the model with "
+            f"pairs inside P×K batches (`--pairs batch`, `--preset fast`): one call per training "
+            f"step, {in_batch.batch_size} images gathered for {in_batch.pairs_per_batch:,} pairs "
+            "(the ms column is per call). Copying the 200 images of one batch by itself takes "
             f"{batch_copy * 1e6:.0f} µs here (first row below), which caps the ratio with images "
             f"at about {timings['post'] / batch_copy:.0f}× on this machine.",
             "Copying uint8 images by index (`[60000, 1, 28, 28]`; one batch of pairs is 200 "

@@ -1,11 +1,14 @@
-"""Training throughput: the full step (sampling, augmentation, forward, backward, optimizer)
-against the model-only step on pre-made tensors, in one run.
+"""Training throughput against the machine's matmul bound, in one run.
 
-The data path is everything the full step does beyond the model-only step; the target is that
-it costs under 10% of the step. Data: 60,000 generated uint8 28×28 images, 10 classes.
+For each model and objective, the full training step (sampling, gathering uint8 images,
+float conversion, forward, backward, Adam) is timed in float32 and with bf16 autocast (what
+``--amp auto`` picks on a CPU with AMX tiles), beside the model-only step on pre-made float
+tensors. Its rate in FLOP/s is images/s × the step's FLOP per image, counted by
+`torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products, forward and
+backward), and is reported as a fraction of fp32 and bf16 GEMM rates measured in the same run
+(`torch.mm` of square matrices, the best of 1,024-2,048). The target is 70% of the fp32 bound.
 
-The full step is also timed with the model in the contiguous (NCHW) layout, against the
-channels-last layout that training uses on a CPU by default (``--memory-format``).
+Data: 60,000 generated uint8 28×28 images, 10 classes.
 
     python bench/train_throughput.py
 """
@@ -13,22 +16,27 @@ channels-last layout that training uses on a CPU by default (``--memory-format``
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from siamnet.data.augment import AffineRanges, random_affine
 from siamnet.data.labeled import LabeledImages
 from siamnet.models.siamese import ModelSpec, build_model
-from siamnet.train import (
-    BatchMaker,
-    TrainConfig,
-    build_optimizer,
-    compute_loss,
-    use_channels_last,
-)
+from siamnet.objectives import get_objective
+from siamnet.train import BatchMaker, TrainConfig, build_optimizer, compute_loss
 
 from results import machine, table, write_section
+
+#: (model, loss, --pairs, batch size): pairs for sampled pair losses, images otherwise.
+CASES = [
+    ("seed-cnn", "bce", "sampled", 100),
+    ("seed-cnn", "bce", "batch", 100),
+    ("conv4", "contrastive", "sampled", 128),
+    ("conv4", "proto", "sampled", 120),  # 20-way 1-shot 5-query: 120 images
+]
 
 
 def make_data(n: int = 60000) -> LabeledImages:
@@ -36,6 +44,23 @@ def make_data(n: int = 60000) -> LabeledImages:
     images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, 10, (n,), generator=g)
     return LabeledImages(images, labels, [str(i) for i in range(10)], source="generated")
+
+
+def gemm_rate(dtype: torch.dtype, rounds: int = 3) -> float:
+    """Best FLOP/s of ``torch.mm`` on square `dtype` matrices of 1,024 and 2,048."""
+    best = 0.0
+    for n in (1024, 2048):
+        a = torch.randn(n, n).to(dtype)
+        b = torch.randn(n, n).to(dtype)
+        for _ in range(2):
+            a @ b
+        reps = 8 if n == 1024 else 3
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
+    return best
 
 
 def timed(step, steps: int) -> float:
@@ -47,106 +72,88 @@ def timed(step, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(
-    model_name: str,
-    loss: str,
-    augment: str,
-    batch: int,
-    steps: int,
-    data: LabeledImages,
-    rounds: int = 5,
-):
+def autocast(bf16: bool) -> contextlib.AbstractContextManager:
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def measure(model_name, loss, pairs, batch, steps, data, rounds):
+    """(FLOP per image, images per step, {setting: images/s})."""
     cfg = TrainConfig(
         model=model_name,
         loss=loss,
+        pairs=pairs,
         batch_size=batch,
-        augment=augment,
+        examples_per_class=10,
         optimizer="adam",
         lr=1e-3,
-        weight_decay=0.0,
         margin=1.0,
         device="cpu",
         ways=20,
         shots=1,
         queries=5,
-    )
+    ).resolved()
+    objective = get_objective(loss)
     spec = ModelSpec(
-        model=model_name, loss=loss, image_size=(28, 28), embedding_norm=loss == "contrastive"
+        model=model_name,
+        loss=loss,
+        head=objective.head,
+        image_size=(28, 28),
+        embedding_norm=objective.embedding_norm,
+        learned_temperature=objective.learned_temperature(cfg),
     )
     torch.manual_seed(0)
-    model = build_model(spec)
-    contiguous_model = build_model(spec)
-    contiguous_model.load_state_dict(model.state_dict())
-    if use_channels_last(cfg, torch.device("cpu")):
-        model.to(memory_format=torch.channels_last)
+    model = build_model(spec).to(memory_format=torch.channels_last)
     opt = build_optimizer(cfg, model)
-    contiguous_opt = build_optimizer(cfg, contiguous_model)
     maker = BatchMaker(cfg, data)
-    gen, aug_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
-    augment_fn = None
-    if augment == "affine":
-        augment_fn = lambda x: random_affine(x, aug_gen, AffineRanges())  # noqa: E731
+    gen = torch.Generator().manual_seed(1)
 
-    def step_of(net, optimizer):
-        def full_step():
-            batch_idx = maker(gen)
-            optimizer.zero_grad(set_to_none=True)
-            loss_value, _ = compute_loss(cfg, net, batch_idx, data.images, data.labels, augment_fn)
-            loss_value.backward()
-            optimizer.step()
+    def full_step(bf16: bool):
+        def step():
+            b = maker(gen)
+            opt.zero_grad(set_to_none=True)
+            with autocast(bf16):
+                value, _ = compute_loss(cfg, model, b, data.images, data.labels, None)
+            value.backward()
+            opt.step()
 
-        return full_step
-
-    full_step = step_of(model, opt)
-    contiguous_step = step_of(contiguous_model, contiguous_opt)
+        return step
 
     fixed = maker(gen)
+    images_per_step = objective.images_in(fixed)
+    floats = data.images.float()
 
-    def fixed_tensors(index: torch.Tensor) -> torch.Tensor:
-        return data.images[index].float()
+    def model_step(bf16: bool):
+        def fetch(index: torch.Tensor) -> torch.Tensor:  # pre-made float images, no gather
+            return floats[: len(index)]
 
-    if loss == "proto":
-        from siamnet.models.losses import prototypical_loss
-
-        support, query = fixed_tensors(fixed["support"]), fixed_tensors(fixed["query"])
-        ns = len(support)
-        ways = int(fixed["support_labels"].max()) + 1
-
-        def model_step():
+        def step():
             opt.zero_grad(set_to_none=True)
-            e = model(torch.cat([support, query]))
-            out, _ = prototypical_loss(
-                e[:ns], fixed["support_labels"], e[ns:], fixed["query_labels"], ways
-            )
-            out.backward()
-            opt.step()
-    else:
-        left, right = fixed_tensors(fixed["left"]), fixed_tensors(fixed["right"])
-        target = fixed["target"]
-
-        def model_step():
-            opt.zero_grad(set_to_none=True)
-            if loss == "bce":
-                out = torch.nn.functional.binary_cross_entropy_with_logits(
-                    model(left, right), target
-                )
-            else:
-                from siamnet.models.losses import contrastive_loss
-
-                e = model(torch.cat([left, right]))
-                out = contrastive_loss(e[:batch], e[batch:], target)
-            out.backward()
+            with autocast(bf16):
+                value, _ = objective.step(cfg, model, fixed, fetch, data.labels)
+            value.backward()
             opt.step()
 
-    # Alternate the two, several rounds, and keep each one's best: on a shared machine the
-    # slowest rounds measure the neighbours, not the code.
-    t_full = t_model = t_contiguous = float("inf")
+        return step
+
+    with FlopCounterMode(display=False) as counter:
+        model_step(False)()
+    flop_per_image = counter.get_total_flops() / images_per_step
+    steps_by_name = {
+        "full fp32": full_step(False),
+        "full bf16": full_step(True),
+        "model fp32": model_step(False),
+        "model bf16": model_step(True),
+    }
+    # Alternate, several rounds, and keep each one's best: on a shared machine the slowest
+    # rounds measure the neighbours, not the code.
+    best = dict.fromkeys(steps_by_name, float("inf"))
     for _ in range(rounds):
-        t_full = min(t_full, timed(full_step, steps))
-        t_model = min(t_model, timed(model_step, steps))
-        t_contiguous = min(t_contiguous, timed(contiguous_step, steps))
-    images = batch if loss == "proto" else 2 * batch
-    return images * steps / t_full, images * steps / t_model, images * steps / t_contiguous
+        for name, step in steps_by_name.items():
+            best[name] = min(best[name], timed(step, steps))
+    rates = {name: images_per_step * steps / t for name, t in best.items()}
+    return flop_per_image, images_per_step, rates
 
 
 def main() -> None:
@@ -154,47 +161,59 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds, best kept")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     data = make_data()
+    fp32_gemm = gemm_rate(torch.float32)
+    bf16_gemm = gemm_rate(torch.bfloat16)
+    print(f"GEMM fp32 {fp32_gemm / 1e9:.0f} GFLOP/s, bf16 {bf16_gemm / 1e9:.0f} GFLOP/s")
     rows = []
-    for model_name, loss, augment, batch in [
-        ("seed-cnn", "bce", "none", 100),
-        ("conv4", "contrastive", "none", 128),
-        ("conv4", "contrastive", "affine", 128),
-        ("conv4", "proto", "none", 120),  # 20-way 1-shot 5-query: 120 images
-    ]:
-        full, only, contiguous = measure(
-            model_name, loss, augment, batch, args.steps, data, args.rounds
+    for model_name, loss, pairs, batch in CASES:
+        flop, per_step, rates = measure(
+            model_name, loss, pairs, batch, args.steps, data, args.rounds
         )
-        overhead = 1 - full / only
-        rows.append(
-            [
-                f"{model_name} / {loss} / augment {augment}",
-                batch,
-                f"{full:,.0f}",
-                f"{only:,.0f}",
-                f"{overhead:.1%}",
-                f"{contiguous:,.0f}",
-                f"{full / contiguous:.2f}×",
-            ]
-        )
-        print(rows[-1], flush=True)
+        for precision, bound in (("fp32", fp32_gemm), ("bf16", bf16_gemm)):
+            full, only = rates[f"full {precision}"], rates[f"model {precision}"]
+            achieved = full * flop
+            rows.append(
+                [
+                    f"{model_name} / {loss}" + (" / pairs in batch" if pairs == "batch" else ""),
+                    per_step,
+                    f"{flop / 1e6:.1f}",
+                    precision,
+                    f"{full:,.0f}",
+                    f"{only:,.0f}",
+                    f"{1 - full / only:.1%}",
+                    f"{achieved / 1e9:.0f}",
+                    f"{achieved / fp32_gemm:.0%}",
+                    f"{achieved / bound:.0%}",
+                ]
+            )
+            print(rows[-1], flush=True)
+    load_after = os.getloadavg()[0]
     body = (
-        "Images per second (pairs/s × 2 for pair losses; 20-way 1-shot 5-query episodes of 120 "
-        "images for proto) of the full training step (sampling, augmentation, forward, backward, "
-        "optimizer) against the model-only step on pre-made float tensors, same model and batch, "
-        "60,000 generated 28×28 images; and the full step with the model in the contiguous "
-        "(NCHW) layout against the channels-last layout training uses by default. Each is timed "
-        f"in {args.rounds} alternating rounds of {args.steps} steps and the best round kept. "
-        f"Measured on {machine()}.\n\n"
+        "Images per second of the full training step (drawing indices, gathering uint8 images, "
+        "float conversion, forward, backward, Adam) and of the model-only step on pre-made float "
+        "tensors, in float32 and with bf16 autocast (`--amp auto` on a CPU with AMX tiles), "
+        "60,000 generated 28×28 images, channels-last activations. FLOP per image is the "
+        "training step's (forward and backward) counted by `torch.utils.flop_counter`; achieved "
+        "GFLOP/s = full-step images/s × FLOP per image, as a fraction of the fp32 and of the "
+        f"same-precision GEMM rate measured in this run: fp32 {fp32_gemm / 1e9:.0f} GFLOP/s, "
+        f"bf16 {bf16_gemm / 1e9:.0f} GFLOP/s (`torch.mm`, square 1,024-2,048). Each step is "
+        f"timed in {args.rounds} alternating rounds of {args.steps} steps, best kept. Measured "
+        f"on {machine()}; 1-minute load average {load_before:.2f} before, {load_after:.2f} "
+        "after.\n\n"
         + table(
             [
-                "model / loss / augmentation",
-                "batch (pairs; images for proto)",
+                "model / objective",
+                "images per step",
+                "MFLOP per image",
+                "precision",
                 "full step images/s",
                 "model-only images/s",
                 "data path share",
-                "full step, contiguous layout",
-                "channels-last speed-up",
+                "achieved GFLOP/s",
+                "of fp32 GEMM",
+                "of same-precision GEMM",
             ],
             rows,
         )

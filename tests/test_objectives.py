@@ -33,10 +33,20 @@ def tiny_data(classes: int = 6, per_class: int = 8) -> LabeledImages:
     return LabeledImages(images=images, labels=labels, classes=[str(c) for c in range(classes)])
 
 
-@pytest.mark.parametrize("name", ["bce", "contrastive", "triplet", "proto"])
-def test_each_objective_draws_its_batch_and_gives_a_finite_loss_and_an_accuracy(name):
+@pytest.mark.parametrize(
+    "name, pairs",
+    [
+        ("bce", None),
+        ("contrastive", None),
+        ("bce", "batch"),
+        ("contrastive", "batch"),
+        ("triplet", None),
+        ("proto", None),
+    ],
+)
+def test_each_objective_draws_its_batch_and_gives_a_finite_loss_and_an_accuracy(name, pairs):
     objective = get_objective(name)
-    cfg = TrainConfig(loss=name, batch_size=16, ways=4, shots=1, queries=2).resolved()
+    cfg = TrainConfig(loss=name, batch_size=16, ways=4, shots=1, queries=2, pairs=pairs).resolved()
     data = tiny_data()
     spec = ModelSpec(
         model="seed-cnn",
@@ -47,8 +57,12 @@ def test_each_objective_draws_its_batch_and_gives_a_finite_loss_and_an_accuracy(
     )
     model = build_model(spec)
     batch = BatchMaker(cfg, data)(torch.Generator().manual_seed(1))
-    assert set(batch) >= set(objective.image_keys)
-    assert objective.images_in(batch) == sum(len(batch[k]) for k in objective.image_keys)
+    present = [k for k in objective.image_keys if k in batch]
+    assert present
+    assert objective.images_in(batch) == sum(len(batch[k]) for k in present)
+    if pairs == "batch":  # 4 classes × 4 examples, embedded once, every pair of them scored
+        assert present == ["index"] and len(batch["index"]) == 16
+        assert len(batch["target"]) == 16 * 15 // 2 and int(batch["target"].sum()) == 4 * 6
     loss, acc = compute_loss(cfg, model, batch, data.images, data.labels, None)
     assert loss.dim() == 0 and torch.isfinite(loss) and loss.requires_grad
     assert 0.0 <= acc <= 1.0

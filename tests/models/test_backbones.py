@@ -38,15 +38,41 @@ def test_seed_cnn_has_the_blog_posts_layers_on_28x28():
     assert convs(net) == [(1, 32, (3, 3)), (32, 64, (3, 3))]
     pools = layers(net, nn.MaxPool2d)
     assert [p.kernel_size for p in pools] == [2, 2]
-    # conv, relu, pool, conv, relu, pool
+    # conv, pool, relu, conv, pool, relu (the post's relu-then-pool, reordered: same values)
     assert [type(m) for m in net.features] == [
-        nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Conv2d, nn.ReLU, nn.MaxPool2d,
+        nn.Conv2d, nn.MaxPool2d, nn.ReLU, nn.Conv2d, nn.MaxPool2d, nn.ReLU,
     ]  # fmt: skip
     fcs = [(fc.in_features, fc.out_features) for fc in layers(net, nn.Linear)]
     assert fcs == [(64 * 5 * 5, 120), (120, 84)]  # 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5
     assert net.out_dim == 84
     out = net(torch.rand(3, 1, 28, 28) * 255)
     assert out.shape == (3, 84) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["seed-cnn", "conv4", "koch"])
+def test_pooling_before_relu_gives_the_values_and_gradients_of_relu_before_pooling(name):
+    torch.manual_seed(0)
+    net = build_backbone(name, 1, (28, 28))
+    modules = list(net.features)
+    swapped = []  # back to the papers' order: every MaxPool2d, ReLU pair becomes ReLU, MaxPool2d
+    for m in modules:
+        if isinstance(m, nn.ReLU) and swapped and isinstance(swapped[-1], nn.MaxPool2d):
+            swapped.insert(len(swapped) - 1, m)
+        else:
+            swapped.append(m)
+    assert swapped != modules and sum(isinstance(m, nn.MaxPool2d) for m in modules) >= 2
+    x = torch.rand(4, 1, 28, 28) * 255
+    ours = net.features(x)
+    ours.square().sum().backward()
+    grads = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+    net.zero_grad()
+    theirs = nn.Sequential(*swapped)(x)
+    theirs.square().sum().backward()
+    assert torch.equal(ours, theirs)
+    for mine, paper in zip(
+        grads, [p.grad for p in net.parameters() if p.grad is not None], strict=True
+    ):
+        torch.testing.assert_close(mine, paper)
 
 
 def test_seed_cnn_computes_its_flatten_size_for_other_inputs_and_channels():

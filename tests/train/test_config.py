@@ -31,3 +31,34 @@ def test_rotated_classes_by_default_only_where_there_are_many_classes(tmp_path):
     assert forced.train.num_classes == 4 * 8
     auto = TrainConfig(eval_classes=["8", "9"]).resolved()
     assert auto.rotate_classes == "auto" and prepare_data(auto).train.num_classes == 8
+
+
+def test_the_fast_preset_pairs_every_image_of_its_batches_and_other_presets_do_not():
+    fast = TrainConfig(preset="fast").resolved()
+    assert (fast.model, fast.loss, fast.pairs, fast.examples_per_class) == (
+        "seed-cnn",
+        "bce",
+        "batch",
+        10,
+    )
+    assert fast.rotate_classes is False and fast.time_budget == 0
+    for preset in (None, "seed", "koch"):
+        cfg = TrainConfig(preset=preset).resolved()
+        assert cfg.pairs == "sampled" and cfg.examples_per_class == 4
+    assert TrainConfig(preset="fast", examples_per_class=5).resolved().examples_per_class == 5
+
+
+def test_automatic_mixed_precision_follows_the_device_and_the_cpu(monkeypatch):
+    import torch
+
+    from siamnet.train import model as train_model
+
+    cpu, mps = torch.device("cpu"), torch.device("mps")
+    auto, off = TrainConfig().resolved(), TrainConfig(amp="off").resolved()
+    monkeypatch.setattr(train_model, "cpu_has_fast_bf16", lambda: True)
+    assert train_model.amp_dtype(auto, cpu) is torch.bfloat16
+    assert train_model.amp_dtype(off, cpu) is None
+    assert train_model.amp_dtype(auto, mps) is None
+    monkeypatch.setattr(train_model, "cpu_has_fast_bf16", lambda: False)
+    assert train_model.amp_dtype(auto, cpu) is None
+    assert train_model.amp_dtype(TrainConfig(amp="bf16").resolved(), cpu) is torch.bfloat16

@@ -232,6 +232,25 @@ def test_two_process_data_parallel_training(tmp_path):
     assert ckpt.metadata["training_args"]["loss"] == "bce"
 
 
+@pytest.mark.slow
+def test_two_process_training_on_pairs_inside_batches_keeps_the_head_in_sync(tmp_path):
+    """``--pairs batch`` scores pairs with the head outside the model's forward pass; its
+    gradients must still be averaged across ranks."""
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available in this build")
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "siamnet", "train", "--preset", "fast", "--epochs", "1"]
+    cmd += ["--steps-per-epoch", "8", "--device", "cpu", "--out", str(out), "--quiet"]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+    assert summary["images_seen"] == 2 * 8 * 60  # 6 training classes × 10 examples per rank
+    args = load_checkpoint(out).metadata["training_args"]
+    assert (args["pairs"], args["examples_per_class"]) == ("batch", 10)
+
+
 def test_cli_train_refusal_is_one_line(tmp_path):
     run = tmp_path / "r"
     run.mkdir()

@@ -64,7 +64,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="semihard",
         help="triplet negatives mined in each batch",
     )
-    m.add_argument("--examples-per-class", type=int, default=4, help="K of triplet P×K batches")
+    m.add_argument(
+        "--pairs",
+        choices=["sampled", "batch"],
+        help="bce and contrastive: pairs drawn one by one as in the blog post (sampled), or every "
+        "pair inside P×K batches of --batch-size images (batch; each image embedded once "
+        "serves in many pairs)",
+    )
+    m.add_argument(
+        "--examples-per-class",
+        type=int,
+        help="K of P×K batches (triplet, --pairs batch; default 4)",
+    )
     m.add_argument("--ways", type=int, default=20, help="classes per training episode (proto)")
     m.add_argument("--shots", type=int, default=1, help="support images per class (proto)")
     m.add_argument("--queries", type=int, default=5, help="query images per class (proto)")
@@ -101,7 +112,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="stop before an epoch that would end past this much wall time: 600, 90s, 10m, 1h; "
         "0 for none (default recipe: 10m, unless --epochs or --steps-per-epoch is given)",
     )
-    o.add_argument("--batch-size", type=int, help="pairs (bce, contrastive) or images (triplet)")
+    o.add_argument(
+        "--batch-size",
+        type=int,
+        help="pairs (bce, contrastive with --pairs sampled) or images (triplet, --pairs batch)",
+    )
     o.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     o.add_argument("--lr", type=float)
     o.add_argument("--momentum", type=float, help="SGD momentum")
@@ -143,7 +158,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--amp",
         choices=["auto", "off", "bf16", "fp16"],
         default="auto",
-        help="mixed precision (auto: bf16 on CUDA, off elsewhere)",
+        help="mixed precision of the training step (auto: bf16 on CUDA, and on CPUs with AMX "
+        "tiles, where it is faster; off elsewhere)",
     )
     r.add_argument("--compile", action="store_true", help="torch.compile the model")
     r.add_argument(

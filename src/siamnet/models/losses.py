@@ -23,13 +23,19 @@ def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_loss(
-    a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, margin: float = 1.0
+    a: torch.Tensor,
+    b: torch.Tensor,
+    target: torch.Tensor,
+    margin: float = 1.0,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``½·y·d² + ½·(1−y)·max(0, m − d)²`` averaged, with ``d = ‖a − b‖`` for ``[B, D]``
-    embeddings and ``y = 1`` for same-class pairs."""
+    """``½·y·d² + ½·(1−y)·max(0, m − d)²`` averaged (or summed with `weight` ``[B]``, weights
+    that sum to 1), with ``d = ‖a − b‖`` for ``[B, D]`` embeddings and ``y = 1`` for same-class
+    pairs."""
     d = torch.linalg.vector_norm(a - b, dim=-1)
     y = target.to(d.dtype)
-    return 0.5 * (y * d.pow(2) + (1 - y) * F.relu(margin - d).pow(2)).mean()
+    per_pair = 0.5 * (y * d.pow(2) + (1 - y) * F.relu(margin - d).pow(2))
+    return per_pair.mean() if weight is None else (weight.to(d.dtype) * per_pair).sum()
 
 
 def triplet_loss(

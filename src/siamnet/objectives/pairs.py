@@ -1,4 +1,10 @@
-"""Objectives on balanced same/different pairs: BCE on the L1 head, and contrastive loss."""
+"""Objectives on balanced same/different pairs: BCE on the L1 head, and contrastive loss.
+
+Pairs come two ways (``--pairs``): ``sampled``, each pair drawn on its own as in the blog post
+(2 embeddings per pair), or ``batch``, every pair inside a P×K batch
+(`siamnet.data.batch_pairs`: P·K embeddings for up to `MAX_PAIRS` pairs, positives and negatives
+weighted half each).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,14 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from siamnet.data.batch_pairs import BatchPairSampler, balance_weights
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.pairs import PairSampler
+from siamnet.errors import ArgumentError
 from siamnet.models.losses import bce_loss, contrastive_loss
-from siamnet.objectives.base import Batch, Fetch, Objective, Sampler
+from siamnet.objectives.base import Batch, Fetch, Objective, Sampler, base_module
 
 if TYPE_CHECKING:
     from siamnet.train.config import TrainConfig
@@ -21,9 +30,14 @@ class PairObjective(Objective):
     ``target`` ``[B]`` (1 = same class), half of them positive."""
 
     accuracy_label = "train batches (pairs)"
-    image_keys = ("left", "right")
+    image_keys = ("left", "right", "index")
 
     def sampler(self, cfg: TrainConfig, train: LabeledImages) -> Sampler:
+        if cfg.pairs == "batch":
+            in_batch = BatchPairSampler(train.labels, cfg.batch_size, cfg.examples_per_class)
+            return in_batch.sample
+        if cfg.pairs != "sampled":
+            raise ArgumentError(f"--pairs {cfg.pairs!r}: expected sampled or batch")
         pairs = PairSampler(train.labels)
 
         def draw(generator: torch.Generator) -> Batch:
@@ -31,6 +45,20 @@ class PairObjective(Objective):
             return {"left": left, "right": right, "target": target}
 
         return draw
+
+    @staticmethod
+    def embedded_pairs(
+        model: nn.Module, batch: Batch, fetch: Fetch, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embeddings ``[M, D]`` of the left and right images of the batch's pairs, and the
+        target ``[M]``; a P×K batch is embedded once, its images shared by its pairs."""
+        target = batch["target"].to(device)
+        if "index" in batch:
+            emb = model(fetch(batch["index"].to(device)))
+            return emb[batch["pair_left"].to(device)], emb[batch["pair_right"].to(device)], target
+        n = len(target)
+        emb = model(fetch(torch.cat([batch["left"], batch["right"]])))
+        return emb[:n], emb[n:], target
 
 
 class BCEObjective(PairObjective):
@@ -43,10 +71,17 @@ class BCEObjective(PairObjective):
     def step(
         self, cfg: TrainConfig, model: nn.Module, batch: Batch, fetch: Fetch, labels: torch.Tensor
     ) -> tuple[torch.Tensor, float]:
-        target = batch["target"].to(labels.device)
-        logits = model(fetch(batch["left"]), fetch(batch["right"]))
-        acc = ((logits.detach() > 0).float() == target).float().mean().item()
-        return bce_loss(logits.float(), target), acc
+        if "index" not in batch:
+            target = batch["target"].to(labels.device)
+            logits = model(fetch(batch["left"]), fetch(batch["right"]))
+            acc = ((logits.detach() > 0).float() == target).float().mean().item()
+            return bce_loss(logits.float(), target), acc
+        a, b, target = self.embedded_pairs(model, batch, fetch, labels.device)
+        logits = base_module(model).head(a, b).float()
+        weight = balance_weights(target)
+        right = ((logits.detach() > 0).float() == target).float()
+        loss = (weight * F.binary_cross_entropy_with_logits(logits, target, reduction="none")).sum()
+        return loss, float((weight * right).sum())
 
 
 class ContrastiveObjective(PairObjective):
@@ -65,10 +100,10 @@ class ContrastiveObjective(PairObjective):
     def step(
         self, cfg: TrainConfig, model: nn.Module, batch: Batch, fetch: Fetch, labels: torch.Tensor
     ) -> tuple[torch.Tensor, float]:
-        target = batch["target"].to(labels.device)
-        n = len(target)
-        emb = model(fetch(torch.cat([batch["left"], batch["right"]]))).float()
-        a, b = emb[:n], emb[n:]
+        a, b, target = self.embedded_pairs(model, batch, fetch, labels.device)
+        a, b = a.float(), b.float()
+        weight = balance_weights(target) if "index" in batch else None
         d = torch.linalg.vector_norm(a.detach() - b.detach(), dim=-1)
-        acc = ((d < cfg.margin / 2).float() == target).float().mean().item()
-        return contrastive_loss(a, b, target, cfg.margin), acc
+        right = ((d < cfg.margin / 2).float() == target).float()
+        acc = float((weight * right).sum()) if weight is not None else right.mean().item()
+        return contrastive_loss(a, b, target, cfg.margin, weight), acc

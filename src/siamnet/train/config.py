@@ -42,7 +42,8 @@ class TrainConfig:
     normalize: str | None = None
     margin: float | None = None
     mining: str = "semihard"
-    examples_per_class: int = 4
+    pairs: str | None = None
+    examples_per_class: int | None = None
     ways: int = 20
     shots: int = 1
     queries: int = 5
@@ -105,6 +106,8 @@ class TrainConfig:
             ("rotate_classes", False),
             ("koch_init", False),
             ("momentum_ramp_epochs", 0),
+            ("pairs", "sampled"),
+            ("examples_per_class", 4),
         ):
             if getattr(out, name) is None:
                 setattr(out, name, default)
