@@ -24,8 +24,8 @@ def _flat_size(features: nn.Module, in_channels: int, image_size: tuple[int, int
 
 #: Every backbone here pools *before* its ReLU: ``relu(maxpool(x)) == maxpool(relu(x))``
 #: (ReLU is monotone), and the ReLU then runs on a quarter of the values. Parameters keep
-#: their names, so checkpoints load either way; on a CPU the training step of seed-cnn is
-#: about 1.4× faster for it (bench/train_throughput.py).
+#: their names, so checkpoints load either way; on a CPU the training step is 1.1-1.4× faster
+#: for it (bench/RESULTS.md, "Training throughput").
 
 
 class SeedCNN(nn.Module):
