@@ -71,8 +71,8 @@ KOCH: dict[str, Any] = {
 #: Time to pair accuracy: the post's model and objective, with every image of a P×K batch
 #: (10 classes × 10 examples) paired with every other (`--pairs batch`), Adam and bf16 autocast
 #: where the CPU has AMX. It reached the post's final test pair accuracy 42× sooner than the
-#: post on digits and 23× on Fashion-MNIST (bench/RESULTS.md, "Time to accuracy"). Chosen for pairs of seen classes, not for one-shot
-#: accuracy on unseen ones (the default recipe's job).
+#: post on digits and 23× on Fashion-MNIST (bench/RESULTS.md, "Time to accuracy"). Chosen for
+#: pairs of seen classes, not for one-shot accuracy on unseen ones (the default recipe's job).
 FAST: dict[str, Any] = {
     "model": "seed-cnn",
     "loss": "bce",
