@@ -53,6 +53,9 @@ class BatchPairSampler:
         self.max_pairs = max_pairs
         self.num_positive = min(self.positives.shape[1], max_pairs // 2)
         self.num_negative = min(self.negatives.shape[1], max_pairs - self.num_positive)
+        # the same for every batch: negatives first, then positives
+        self.target = torch.cat([torch.zeros(self.num_negative), torch.ones(self.num_positive)])
+        self.weight = balance_weights(self.target)
 
     @property
     def batch_size(self) -> int:
@@ -64,9 +67,9 @@ class BatchPairSampler:
         return self.num_positive + self.num_negative
 
     def sample(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """``index`` int64 ``[P·K]`` (example indices, K per class in a row); ``left``,
-        ``right`` int64 ``[M]`` (positions in ``index``); ``target`` float32 ``[M]`` (1 =
-        same class), negatives first."""
+        """``index`` int64 ``[P·K]`` (example indices, K per class in a row); ``pair_left``,
+        ``pair_right`` int64 ``[M]`` (positions in ``index``); ``target`` float32 ``[M]`` (1 =
+        same class), negatives first; ``weight`` float32 ``[M]`` (`balance_weights`)."""
         index = self.pk.sample_indices(generator)
         parts = []
         for pairs, n in ((self.negatives, self.num_negative), (self.positives, self.num_positive)):
@@ -75,8 +78,13 @@ class BatchPairSampler:
                 pairs = pairs[:, keep]
             parts.append(pairs)
         left, right = torch.cat(parts, dim=1)
-        target = torch.cat([torch.zeros(self.num_negative), torch.ones(self.num_positive)])
-        return {"index": index, "pair_left": left, "pair_right": right, "target": target}
+        return {
+            "index": index,
+            "pair_left": left,
+            "pair_right": right,
+            "target": self.target,
+            "weight": self.weight,
+        }
 
 
 def balance_weights(target: torch.Tensor) -> torch.Tensor:

@@ -17,9 +17,16 @@ from torch.nn import functional as F
 from siamnet.models.heads import pairwise_distances
 
 
-def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Numerically stable BCE on logits ``[B]`` against targets ``[B]`` in {0, 1}."""
-    return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+def bce_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Numerically stable BCE on logits ``[B]`` against targets ``[B]`` in {0, 1}, averaged
+    (or summed with `weight` ``[B]``, weights that sum to 1)."""
+    target = target.to(logits.dtype)
+    if weight is None:
+        return F.binary_cross_entropy_with_logits(logits, target)
+    per_pair = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (weight.to(logits.dtype) * per_pair).sum()
 
 
 def contrastive_loss(

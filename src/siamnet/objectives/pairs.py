@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from siamnet.data.batch_pairs import BatchPairSampler, balance_weights
+from siamnet.data.batch_pairs import BatchPairSampler
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.pairs import PairSampler
 from siamnet.errors import ArgumentError
@@ -49,16 +48,23 @@ class PairObjective(Objective):
     @staticmethod
     def embedded_pairs(
         model: nn.Module, batch: Batch, fetch: Fetch, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Embeddings ``[M, D]`` of the left and right images of the batch's pairs, and the
-        target ``[M]``; a P×K batch is embedded once, its images shared by its pairs."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Embeddings ``[M, D]`` of the left and right images of the batch's pairs, the target
+        ``[M]`` and the pair weights ``[M]`` (None for sampled pairs, which count alike); a P×K
+        batch is embedded once, its images shared by its pairs."""
         target = batch["target"].to(device)
         if "index" in batch:
             emb = model(fetch(batch["index"].to(device)))
-            return emb[batch["pair_left"].to(device)], emb[batch["pair_right"].to(device)], target
+            left, right = batch["pair_left"].to(device), batch["pair_right"].to(device)
+            return emb[left], emb[right], target, batch["weight"].to(device)
         n = len(target)
         emb = model(fetch(torch.cat([batch["left"], batch["right"]])))
-        return emb[:n], emb[n:], target
+        return emb[:n], emb[n:], target, None
+
+
+def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> float:
+    """The mean of `values` ``[M]``, or their `weight`-weighted sum (weights summing to 1)."""
+    return float(values.mean() if weight is None else (weight * values).sum())
 
 
 class BCEObjective(PairObjective):
@@ -76,12 +82,10 @@ class BCEObjective(PairObjective):
             logits = model(fetch(batch["left"]), fetch(batch["right"]))
             acc = ((logits.detach() > 0).float() == target).float().mean().item()
             return bce_loss(logits.float(), target), acc
-        a, b, target = self.embedded_pairs(model, batch, fetch, labels.device)
+        a, b, target, weight = self.embedded_pairs(model, batch, fetch, labels.device)
         logits = base_module(model).head(a, b).float()
-        weight = balance_weights(target)
         right = ((logits.detach() > 0).float() == target).float()
-        loss = (weight * F.binary_cross_entropy_with_logits(logits, target, reduction="none")).sum()
-        return loss, float((weight * right).sum())
+        return bce_loss(logits, target, weight), weighted_mean(right, weight)
 
 
 class ContrastiveObjective(PairObjective):
@@ -100,10 +104,8 @@ class ContrastiveObjective(PairObjective):
     def step(
         self, cfg: TrainConfig, model: nn.Module, batch: Batch, fetch: Fetch, labels: torch.Tensor
     ) -> tuple[torch.Tensor, float]:
-        a, b, target = self.embedded_pairs(model, batch, fetch, labels.device)
+        a, b, target, weight = self.embedded_pairs(model, batch, fetch, labels.device)
         a, b = a.float(), b.float()
-        weight = balance_weights(target) if "index" in batch else None
         d = torch.linalg.vector_norm(a.detach() - b.detach(), dim=-1)
         right = ((d < cfg.margin / 2).float() == target).float()
-        acc = float((weight * right).sum()) if weight is not None else right.mean().item()
-        return contrastive_loss(a, b, target, cfg.margin, weight), acc
+        return contrastive_loss(a, b, target, cfg.margin, weight), weighted_mean(right, weight)
