@@ -13,7 +13,7 @@ from siamnet.errors import ArgumentError
 #: The recipe `siamnet train` uses when no preset is named (chosen by one-shot accuracy on
 #: held-out classes; see bench/RESULTS.md).
 DEFAULT: dict[str, Any] = {
-    "model": "conv4",
+    "model": "conv4-map",
     "loss": "proto",
     "epochs": 100,
     "steps_per_epoch": 100,

@@ -49,7 +49,7 @@ def test_seed_cnn_has_the_blog_posts_layers_on_28x28():
     assert out.shape == (3, 84) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", ["seed-cnn", "conv4", "koch"])
+@pytest.mark.parametrize("name", ["seed-cnn", "conv4", "conv4-map", "koch"])
 def test_pooling_before_relu_gives_the_values_and_gradients_of_relu_before_pooling(name):
     torch.manual_seed(0)
     net = build_backbone(name, 1, (28, 28))
@@ -152,6 +152,24 @@ def test_conv4_gives_batch_by_dim_embeddings(size, flat):
     assert out.shape == (3, flat)
 
 
+@pytest.mark.parametrize("size, flat", [((28, 28), 64 * 3 * 3), ((84, 84), 64 * 10 * 10)])
+def test_conv4_map_keeps_the_map_of_its_last_block(size, flat):
+    net = build_backbone("conv4-map", 1, size)
+    assert net.out_dim == flat
+    assert convs(net) == [(1, 64, (3, 3))] + [(64, 64, (3, 3))] * 3
+    assert len(layers(net, nn.MaxPool2d)) == 3
+    assert type(net.features[-1]) is nn.ReLU and type(net.features[-2]) is nn.BatchNorm2d
+    assert net(torch.rand(2, 1, *size)).shape == (2, flat)
+
+
+def test_conv4_with_fewer_pools_takes_smaller_inputs_and_refuses_a_bad_count():
+    assert Conv4(1, (16, 16), pools=3)(torch.rand(2, 1, 16, 16)).shape == (2, 64 * 2 * 2)
+    with pytest.raises(ArgumentError, match=r"conv4 needs inputs of at least 8×8 with 3"):
+        Conv4(1, (7, 7), pools=3)
+    with pytest.raises(ArgumentError, match=r"pools must be 0..4, got 5"):
+        Conv4(1, (28, 28), pools=5)
+
+
 def test_conv4_with_three_channels_and_its_smallest_input():
     net = build_backbone("conv4", 3, (28, 28))
     assert convs(net)[0] == (3, 64, (3, 3))
@@ -167,7 +185,7 @@ def test_conv4_refuses_inputs_below_16_with_a_clear_error(size):
 
 
 def test_build_backbone_names_the_choices_for_an_unknown_model():
-    with pytest.raises(ArgumentError, match="'vgg'.*seed-cnn, koch, conv4, resnet18"):
+    with pytest.raises(ArgumentError, match="'vgg'.*seed-cnn, koch, conv4, conv4-map, resnet18"):
         build_backbone("vgg", 1, (28, 28))
 
 

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a named recipe; flags override it "
         "(seed: the blog post exactly; koch: Koch et al. 2015)",
     )
-    m.add_argument("--model", help="seed-cnn, koch, conv4 or resnet18")
+    m.add_argument("--model", help="seed-cnn, koch, conv4, conv4-map or resnet18")
     m.add_argument(
         "--pretrained",
         nargs="?",

@@ -105,30 +105,48 @@ class KochNet(nn.Module):
 
 class Conv4(nn.Module):
     """The standard few-shot backbone (Vinyals et al. 2016; Snell et al. 2017):
-    4 × [conv 3×3 64, batch norm, ReLU, max-pool 2]. Any input of at least 28×28 (16×16 works)."""
+    4 × [conv 3×3 64, batch norm, ReLU, max-pool 2]. Inputs of at least 16×16.
+
+    `pools` < 4 leaves the last blocks without their max-pool, so that a spatial map survives:
+    at 28×28 input, 4 pools give a 1×1×64 (64-d) embedding, 3 pools a 3×3×64 (576-d) one
+    (``conv4-map``), which on classes never seen in training kept more of what tells them
+    apart (bench/RESULTS.md, "Recipe search").
+    """
 
     def __init__(
-        self, in_channels: int = 1, image_size: tuple[int, int] = (28, 28), width: int = 64
+        self,
+        in_channels: int = 1,
+        image_size: tuple[int, int] = (28, 28),
+        width: int = 64,
+        pools: int = 4,
     ) -> None:
         super().__init__()
-        if min(image_size) < 16:
-            raise ArgumentError(f"conv4 needs inputs of at least 16×16, got {image_size}")
+        if not 0 <= pools <= 4:
+            raise ArgumentError(f"conv4 has 4 blocks; pools must be 0..4, got {pools}")
+        if min(image_size) < 2**pools:
+            raise ArgumentError(
+                f"conv4 needs inputs of at least {2**pools}×{2**pools} with {pools} max-pools, "
+                f"got {image_size}"
+            )
         blocks: list[nn.Module] = []
         channels = in_channels
-        for _ in range(4):
-            blocks += [
-                nn.Conv2d(channels, width, 3, padding=1),
-                nn.BatchNorm2d(width),
-                nn.MaxPool2d(2),
-                nn.ReLU(),
-            ]
+        for block in range(4):
+            blocks += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width)]
+            if block < pools:
+                blocks.append(nn.MaxPool2d(2))
+            blocks.append(nn.ReLU())
             channels = width
         self.features = nn.Sequential(*blocks)
         self.out_dim = _flat_size(self.features, in_channels, image_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, H, W]`` -> ``[B, 64·(H/16)·(W/16)]``."""
+        """``[B, C, H, W]`` -> ``[B, 64·(H/2^pools)·(W/2^pools)]`` (floored at each pool)."""
         return self.features(x).flatten(1)
+
+
+def conv4_map(in_channels: int = 1, image_size: tuple[int, int] = (28, 28)) -> nn.Module:
+    """Conv-4 without its last max-pool: a 3×3×64 (576-d) map at 28×28 input."""
+    return Conv4(in_channels, image_size, pools=3)
 
 
 def resnet18(in_channels: int = 1, image_size: tuple[int, int] = (28, 28)) -> nn.Module:
@@ -177,6 +195,7 @@ BACKBONES: dict[str, Callable[[int, tuple[int, int]], nn.Module]] = {
     "seed-cnn": SeedCNN,
     "koch": KochNet,
     "conv4": Conv4,
+    "conv4-map": conv4_map,
     "resnet18": resnet18,
     "resnet18-imagenet": resnet18_imagenet,
 }
