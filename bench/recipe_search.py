@@ -1,8 +1,8 @@
 """A recipe search for one-shot accuracy on classes never seen in training.
 
-Every variant changes one thing of the default recipe (conv4-map + prototypical loss, rotated
-classes where there are at least 20, plateau schedule, early stopping on validation one-shot
-accuracy) and trains with the
+Every variant changes one thing of the default recipe (conv4-map + prototypical loss on 60-way
+1-shot 5-query episodes, capped at the training classes; rotated classes where there are at
+least 20; plateau schedule; early stopping on validation one-shot accuracy) and trains with the
 default stopping rules in steps, not seconds (at most ``--epochs`` × 100 steps, patience 6), so
 that what a variant learns does not depend on how busy the machine is. Each trained model is
 then scored on the held-out classes (never used for any choice) three ways, the last two costing
@@ -42,13 +42,30 @@ os.environ.setdefault("SIAMNET_NO_TENSORBOARD", "1")
 
 #: One change of the default recipe each (an empty dict is the default itself).
 VARIANTS: dict[str, dict] = {
-    "default (conv4-map, 20-way 1-shot episodes, plateau)": {},
+    "default (conv4-map, 60-way 1-shot episodes, plateau)": {},
+    "20-way training episodes (the previous default)": {"ways": 20},
     "conv4, 64-d embedding (the previous default)": {"model": "conv4"},
     "+ affine augmentation": {"augment": "affine"},
     "+ rotated classes": {"rotate_classes": True},
+    "without rotated classes": {"rotate_classes": False},
     "10-way 5-shot training episodes": {"ways": 10, "shots": 5},
     "5-way training episodes": {"ways": 5},
+    "cosine schedule over all epochs, no early stopping": {"schedule": "cosine", "patience": 0},
 }
+
+
+def applies(overrides: dict, train_classes: int, rotates_by_default: bool) -> bool:
+    """Whether a variant trains otherwise than the default on data with `train_classes`
+    classes: the default rotates classes only where validation holds out classes (at least 20),
+    and episodes are capped at the training classes."""
+    default = TrainConfig().resolved()
+    effective = {"rotate_classes": rotates_by_default, "ways": min(default.ways, train_classes)}
+    for key, value in overrides.items():
+        if key == "ways":
+            value = min(value, train_classes)
+        if value != effective.get(key, getattr(default, key)):
+            return True
+    return not overrides
 
 
 def centred_unit(emb: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
@@ -137,12 +154,17 @@ def main() -> None:
     }
     rows = []
     nn = pixel_baseline(TrainConfig(**base), args.ways)
+    default_data = prepare_data(TrainConfig(**base).resolved())
+    train_classes = default_data.train.num_classes
+    rotates_by_default = default_data.val_protocol == "held-out classes"
     rows.append(["nearest neighbour, raw pixels", "-", "-", "-", fmt(nn), "-", "-"])
     print(rows[-1], flush=True)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for name, overrides in VARIANTS.items():
             if args.only and not any(name.startswith(o) for o in args.only):
+                continue
+            if not applies(overrides, train_classes, rotates_by_default):
                 continue
             run = Path(tmp) / "run"
             cfg = TrainConfig(**{**base, **overrides, "out": str(run), "overwrite": True})

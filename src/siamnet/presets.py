@@ -15,6 +15,7 @@ from siamnet.errors import ArgumentError
 DEFAULT: dict[str, Any] = {
     "model": "conv4-map",
     "loss": "proto",
+    "ways": 60,
     "epochs": 100,
     "steps_per_epoch": 100,
     "time_budget": 600.0,

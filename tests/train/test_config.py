@@ -3,7 +3,10 @@ length given by hand."""
 
 from __future__ import annotations
 
-from siamnet.train import TrainConfig
+import torch
+
+from siamnet.objectives import OBJECTIVES
+from siamnet.train import TrainConfig, prepare_data
 
 
 def test_default_recipe_trains_to_a_plateau_within_a_budget():
@@ -20,11 +23,22 @@ def test_a_length_given_by_hand_is_the_length():
     assert TrainConfig(preset="seed").resolved().time_budget == 0
 
 
+def test_default_episodes_are_wider_than_the_test_and_a_given_width_wins(tmp_path):
+    """60-way training episodes in the default recipe (Snell et al.'s Omniglot choice), capped
+    at the training classes; other presets and a given --ways keep theirs."""
+    assert TrainConfig().resolved().ways == 60
+    assert TrainConfig(ways=5).resolved().ways == 5
+    assert TrainConfig(preset="koch").resolved().ways == 20
+    cfg = TrainConfig(out=str(tmp_path / "a")).resolved()
+    data = prepare_data(cfg)
+    draw = OBJECTIVES["proto"].sampler(cfg, data.train)
+    batch = draw(torch.Generator().manual_seed(0))
+    assert int(batch["support_labels"].max()) + 1 == data.train.num_classes == 6
+
+
 def test_rotated_classes_by_default_only_where_there_are_many_classes(tmp_path):
     """The default recipe adds rotated classes to data with at least 20 training classes
     (where validation holds out classes), not to the digits' six or eight."""
-    from siamnet.train import prepare_data
-
     few = prepare_data(TrainConfig(out=str(tmp_path / "a")).resolved())
     assert few.train.num_classes == 6 and few.val_protocol.startswith("held-out examples")
     forced = prepare_data(TrainConfig(eval_classes=["8", "9"], rotate_classes=True).resolved())

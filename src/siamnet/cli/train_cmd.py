@@ -76,7 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="K of P×K batches (triplet, --pairs batch; default 4)",
     )
-    m.add_argument("--ways", type=int, default=20, help="classes per training episode (proto)")
+    m.add_argument(
+        "--ways",
+        type=int,
+        help="classes per training episode (proto; default recipe 60, capped at the training "
+        "classes; otherwise 20)",
+    )
     m.add_argument("--shots", type=int, default=1, help="support images per class (proto)")
     m.add_argument("--queries", type=int, default=5, help="query images per class (proto)")
     m.add_argument(

@@ -44,7 +44,7 @@ class TrainConfig:
     mining: str = "semihard"
     pairs: str | None = None
     examples_per_class: int | None = None
-    ways: int = 20
+    ways: int | None = None
     shots: int = 1
     queries: int = 5
     temperature: str = "learned"
@@ -108,6 +108,7 @@ class TrainConfig:
             ("momentum_ramp_epochs", 0),
             ("pairs", "sampled"),
             ("examples_per_class", 4),
+            ("ways", 20),
         ):
             if getattr(out, name) is None:
                 setattr(out, name, default)
