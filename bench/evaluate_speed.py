@@ -29,7 +29,12 @@ from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
 from results import machine, table, write_section
 
 CLASSES, PER_CLASS, SIZE = 400, 20, (28, 28)
-MODELS = [("seed-cnn", "bce"), ("seed-cnn", "contrastive"), ("conv4", "proto")]
+MODELS = [
+    ("seed-cnn", "bce"),
+    ("seed-cnn", "contrastive"),
+    ("conv4", "proto"),
+    ("conv4-map", "proto"),  # the default backbone
+]
 SETTINGS = [(20, 1), (5, 5)]  # (ways, shots)
 HEADER = ["model / head", "episodes", "method", "episodes/s", "s for these episodes", "vs naive"]
 
