@@ -161,8 +161,21 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (relative path -> content)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
 @pytest.fixture(scope="module")
-def results(files) -> dict[str, subprocess.CompletedProcess]:
+def before(files) -> dict[str, bytes]:
+    """The test files as they were before any command ran."""
+    return snapshot(files["root"])
+
+
+@pytest.fixture(scope="module")
+def results(files, before) -> dict[str, subprocess.CompletedProcess]:
     paths = {key: str(value) for key, value in files.items()}
     commands = {name: [a.format(**paths) for a in args] for name, args in COMMANDS.items()}
     envs = {n: {k: v.format(**paths) for k, v in e.items()} for n, e in FETCH_ENV.items()}
@@ -284,3 +297,11 @@ def test_info_of_small_files(results):
 )
 def test_bad_input_is_refused_in_one_line(results, case, fragments):
     refused(results[case], *fragments)
+
+
+def test_bad_input_leaves_every_file_as_it_was(results, files, before):
+    after = snapshot(files["root"])
+    assert "x.png" not in after  # the refused `show` wrote nothing
+    written = {"figures/pairs.png"}  # the one command asked to write a file
+    assert {k: v for k, v in after.items() if k not in written} == before
+    assert not [p for p in files["root"].rglob("*") if p.name.endswith(".tmp")]

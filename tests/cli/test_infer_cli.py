@@ -72,11 +72,16 @@ def test_compare(files):
 
 def test_compare_refuses_a_corrupt_image(files):
     q = files / "queries"
+    inputs = [files / "run" / "best.pt", q / "0-bar.png", files / "broken.png"]
+    contents = [path.read_bytes() for path in inputs]
+    names = sorted(p.name for p in (files / "run").iterdir())
     refused(
         siamnet("compare", files / "run", q / "0-bar.png", files / "broken.png"),
         "broken.png",
         "not a readable image",
     )
+    assert [path.read_bytes() for path in inputs] == contents  # nothing rewritten
+    assert sorted(p.name for p in (files / "run").iterdir()) == names  # nothing added
 
 
 def test_classify_skips_a_corrupt_query_and_exits_1(files):
