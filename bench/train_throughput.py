@@ -8,6 +8,11 @@ tensors. Its rate in FLOP/s is images/s × the step's FLOP per image, counted by
 backward), and is reported as a fraction of fp32 and bf16 GEMM rates measured in the same run
 (`torch.mm` of square matrices, the best of 1,024-2,048). The target is 70% of the fp32 bound.
 
+Each model is measured in fresh child processes, alternating glibc's default allocator with
+the one `siamnet train` sets up (`siamnet.allocator.keep_freed_memory`: freed memory kept in
+the heap instead of handed back to the kernel), so that both run in one bench run; minor page
+faults per step are counted with ``getrusage``.
+
 Data: 60,000 generated uint8 28×28 images, 10 classes.
 
     python bench/train_throughput.py
@@ -17,18 +22,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import resource
+import subprocess
+import sys
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from siamnet.allocator import keep_freed_memory
 from siamnet.data.labeled import LabeledImages
 from siamnet.models.siamese import ModelSpec, build_model
 from siamnet.objectives import get_objective
 from siamnet.train import BatchMaker, TrainConfig, build_optimizer, compute_loss
 
 from results import machine, table, write_section
+
+ALLOCATORS = {"default": "glibc default", "kept": "freed memory kept"}
 
 #: (model, loss, --pairs, batch size): pairs for sampled pair losses, images otherwise.
 CASES = [
@@ -156,61 +168,134 @@ def measure(model_name, loss, pairs, batch, steps, data, rounds):
     return flop_per_image, images_per_step, rates
 
 
+def child(case: int, allocator: str, steps: int, rounds: int) -> None:
+    """Measure one case in this process and print its figures as one JSON line."""
+    torch.set_num_threads(2)
+    data = make_data()
+    if allocator == "kept" and not keep_freed_memory():
+        raise SystemExit("this C library has no mallopt: nothing to compare")
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    flop, per_step, rates = measure(*CASES[case], steps, data, rounds)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    timed_steps = len(rates) * rounds * (steps + 3) + 1
+    print(
+        json.dumps(
+            {
+                "flop": flop,
+                "per_step": per_step,
+                "rates": rates,
+                "faults_per_step": faults / timed_steps,
+            }
+        )
+    )
+
+
+def run_child(case: int, allocator: str, steps: int, rounds: int) -> dict:
+    done = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            str(case),
+            "--allocator",
+            allocator,
+            "--steps",
+            str(steps),
+            "--rounds",
+            str(rounds),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def best_of(runs: list[dict]) -> dict:
+    best = dict(runs[0])
+    best["rates"] = {k: max(r["rates"][k] for r in runs) for k in runs[0]["rates"]}
+    best["faults_per_step"] = min(r["faults_per_step"] for r in runs)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="steps per timed round")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds, best kept")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per process")
+    parser.add_argument("--repeats", type=int, default=2, help="processes per allocator, best kept")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--allocator", choices=ALLOCATORS, default="default", help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
+    if args.child is not None:
+        child(args.child, args.allocator, args.steps, args.rounds)
+        return
+    torch.set_num_threads(2)
     load_before = os.getloadavg()[0]
-    data = make_data()
     fp32_gemm = gemm_rate(torch.float32)
     bf16_gemm = gemm_rate(torch.bfloat16)
     print(f"GEMM fp32 {fp32_gemm / 1e9:.0f} GFLOP/s, bf16 {bf16_gemm / 1e9:.0f} GFLOP/s")
     rows = []
-    for model_name, loss, pairs, batch in CASES:
-        flop, per_step, rates = measure(
-            model_name, loss, pairs, batch, args.steps, data, args.rounds
-        )
+    for index, (model_name, loss, pairs, _) in enumerate(CASES):
+        runs = {name: [] for name in ALLOCATORS}
+        for _ in range(args.repeats):
+            for name in ALLOCATORS:
+                runs[name].append(run_child(index, name, args.steps, args.rounds))
+        best = {name: best_of(r) for name, r in runs.items()}
         for precision, bound in (("fp32", fp32_gemm), ("bf16", bf16_gemm)):
-            full, only = rates[f"full {precision}"], rates[f"model {precision}"]
-            achieved = full * flop
-            rows.append(
-                [
-                    f"{model_name} / {loss}" + (" / pairs in batch" if pairs == "batch" else ""),
-                    per_step,
-                    f"{flop / 1e6:.1f}",
-                    precision,
-                    f"{full:,.0f}",
-                    f"{only:,.0f}",
-                    f"{1 - full / only:.1%}",
-                    f"{achieved / 1e9:.0f}",
-                    f"{achieved / fp32_gemm:.0%}",
-                    f"{achieved / bound:.0%}",
-                ]
-            )
-            print(rows[-1], flush=True)
+            for name, label in ALLOCATORS.items():
+                got = best[name]
+                full, only = got["rates"][f"full {precision}"], got["rates"][f"model {precision}"]
+                baseline = best["default"]["rates"][f"full {precision}"]
+                achieved = full * got["flop"]
+                rows.append(
+                    [
+                        f"{model_name} / {loss}"
+                        + (" / pairs in batch" if pairs == "batch" else ""),
+                        got["per_step"],
+                        f"{got['flop'] / 1e6:.1f}",
+                        precision,
+                        label,
+                        f"{got['faults_per_step']:,.0f}",
+                        f"{full:,.0f}",
+                        f"{full / baseline:.2f}×",
+                        f"{only:,.0f}",
+                        f"{achieved / 1e9:.0f}",
+                        f"{achieved / fp32_gemm:.0%}",
+                        f"{achieved / bound:.0%}",
+                    ]
+                )
+                print(rows[-1], flush=True)
     load_after = os.getloadavg()[0]
     body = (
         "Images per second of the full training step (drawing indices, gathering uint8 images, "
         "float conversion, forward, backward, Adam) and of the model-only step on pre-made float "
-        "tensors, in float32 and with bf16 autocast (`--amp auto` on a CPU with AMX tiles), "
-        "60,000 generated 28×28 images, channels-last activations. FLOP per image is the "
-        "training step's (forward and backward) counted by `torch.utils.flop_counter`; achieved "
+        "tensors, in float32 and with bf16 autocast (what `--amp auto` picks on a CPU with AMX "
+        "tiles; elsewhere `--amp bf16`), 60,000 generated 28×28 images, channels-last "
+        "activations, with glibc's "
+        "default allocator and with freed memory kept in the heap (what `siamnet train` and "
+        "`siamnet evaluate` set up, `siamnet.allocator`). FLOP per image is the training "
+        "step's (forward and backward) counted by `torch.utils.flop_counter`; achieved "
         "GFLOP/s = full-step images/s × FLOP per image, as a fraction of the fp32 and of the "
         f"same-precision GEMM rate measured in this run: fp32 {fp32_gemm / 1e9:.0f} GFLOP/s, "
-        f"bf16 {bf16_gemm / 1e9:.0f} GFLOP/s (`torch.mm`, square 1,024-2,048). Each step is "
-        f"timed in {args.rounds} alternating rounds of {args.steps} steps, best kept. Measured "
-        f"on {machine()}; 1-minute load average {load_before:.2f} before, {load_after:.2f} "
-        "after.\n\n"
+        f"bf16 {bf16_gemm / 1e9:.0f} GFLOP/s (`torch.mm`, square 1,024-2,048). Each allocator "
+        f"runs in {args.repeats} fresh processes, alternating; in each, every step is timed in "
+        f"{args.rounds} alternating rounds of {args.steps} steps; the best is kept. Page faults "
+        "are minor faults per step over all of a process's steps (fewest of its processes). "
+        f"Measured on {machine()}; 1-minute load average {load_before:.2f} before, "
+        f"{load_after:.2f} after.\n\n"
         + table(
             [
                 "model / objective",
                 "images per step",
                 "MFLOP per image",
                 "precision",
+                "allocator",
+                "page faults per step",
                 "full step images/s",
+                "vs. default allocator",
                 "model-only images/s",
-                "data path share",
                 "achieved GFLOP/s",
                 "of fp32 GEMM",
                 "of same-precision GEMM",

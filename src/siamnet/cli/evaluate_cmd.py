@@ -173,6 +173,7 @@ def write_json(target: str, obj: dict[str, Any]) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from siamnet.allocator import keep_freed_memory
     from siamnet.cli.report_text import format_evaluation
     from siamnet.evaluate import evaluate_checkpoint
 
@@ -181,6 +182,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_positive(pairs=args.pairs, queries=args.queries, episodes=args.episodes)
     eval_classes = parse_name_list(args.eval_classes)
     ckpt, dataset = load_inputs(args)
+    keep_freed_memory()
     evaluation = evaluate_checkpoint(
         ckpt,
         dataset,

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from siamnet.allocator import keep_freed_memory
 from siamnet.checkpoint import save_checkpoint
 from siamnet.device import resolve_device
 from siamnet.distributed import (
@@ -62,7 +63,8 @@ def fit(config: TrainConfig, objective: Objective | None = None) -> dict[str, An
 
     `objective` replaces ``config.loss`` with an objective of one's own; it is registered
     under its name so that its checkpoints load in this process (register it again with
-    `siamnet.objectives.register_objective` in another)."""
+    `siamnet.objectives.register_objective` in another). Once the data is loaded, the process
+    keeps freed memory for reuse (`siamnet.allocator.keep_freed_memory`, glibc only)."""
     if objective is not None:
         register_objective(objective)
         config = dataclasses.replace(config, loss=objective.name)
@@ -85,6 +87,7 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
     objective = get_objective(cfg.loss)  # an unknown loss is refused before anything is read
     pretrained_weights(cfg)
     data = prepare_data(cfg)
+    keep_freed_memory()  # after loading, whose parsing garbage is handed back to the OS
     run_dir = prepare_run_dir(cfg, info)
     generators = {
         "sample": torch.Generator().manual_seed(cfg.seed * 1_000_003 + info.rank),
