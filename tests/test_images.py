@@ -308,3 +308,21 @@ def test_sizes_below_one_pixel_are_an_argument_error(tmp_path):
             read_image(path, 1, size)
     with pytest.raises(ArgumentError, match=r"image size \(4\.5, 4\): expected two integers"):
         read_images([path], 1, (4.5, 4))
+
+
+def test_uploads_read_like_their_8bit_opaque_version():
+    array = np.random.default_rng(4).integers(0, 256, (9, 7), dtype=np.uint8)
+
+    def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
+        buf = io.BytesIO()
+        image.save(buf, format=fmt)
+        return buf.getvalue()
+
+    plain = read_image_bytes(encoded(Image.fromarray(array)), 1, (9, 7))
+    assert torch.equal(plain[0], torch.from_numpy(array))
+    wide = Image.fromarray(array.astype(np.uint16) * 257)  # mode I;16
+    assert torch.equal(read_image_bytes(encoded(wide), 1, (9, 7)), plain)
+    floats = Image.fromarray(array.astype(np.float32) / 255)  # mode F
+    assert torch.equal(read_image_bytes(encoded(floats, "TIFF"), 1, (9, 7)), plain)
+    ink = np.dstack([np.zeros((9, 7, 3), np.uint8), 255 - array])  # black ink, alpha = darkness
+    assert torch.equal(read_image_bytes(encoded(Image.fromarray(ink, "RGBA")), 1, (9, 7)), plain)

@@ -7,6 +7,10 @@ other decoder widens what a damaged or hostile upload can reach). `open_image` i
 in: every failure, whatever the decoder raises, is a one-line `DataError` naming the file, and an
 image of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels is refused before it is decoded.
 
+Every reader, for training and for inference alike, sees an image through `to_8bit`: EXIF
+orientation applied, transparency laid onto white paper, and 16-bit, 32-bit and floating-point
+pixels scaled (not clipped) to 8 bits. So one file reads the same whichever command reads it.
+
 Images are taken as they are: a black-on-white drawing is not inverted to match white-on-black
 training data (MNIST, the built-in digits) unless asked with ``invert=True`` (``--invert`` on the
 command line).
@@ -41,6 +45,11 @@ IMAGE_SUFFIXES = frozenset(
 
 _ACCEPTED = "PNG, JPEG, BMP, GIF, TIFF, WEBP and PPM/PGM/PBM"
 _MODES = {1: "L", 3: "RGB"}
+
+#: Modes of one grey channel wider than 8 bits: `to_8bit` scales them to mode ``L``.
+_WIDE_MODES = ("I", "F")  # and every "I;16..." mode
+#: The largest value of a 16-bit pixel, and of a 32-bit signed one.
+_MAX_16, _MAX_32 = 65535, 2**31 - 1
 
 #: Serialises `Image.open` (header parsing only, under the GIL anyway) so that the warning
 #: filter it runs under is not raced by another thread of this module.
@@ -139,18 +148,73 @@ def read_images(
 
 def list_image_files(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
     """Image files inside `folder` (by name ending), sorted; with `recursive`, in its
-    sub-folders too. Hidden files and folders are skipped."""
+    sub-folders too (see `walk_image_folders`: symlinks are followed, loops are not).
+    Hidden files and folders are skipped."""
     d = Path(folder)
     if not d.is_dir():
         raise DataError(f"{d}: expected a folder of images, found {_what(d)}")
-    found = d.rglob("*") if recursive else d.iterdir()
-    return sorted(
-        p
-        for p in found
-        if p.is_file()
-        and p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(d).parts)
-    )
+    if not recursive:
+        return _folder_entries(d)[1]
+    return sorted(f for _, _, files in walk_image_folders(d) for f in files)
+
+
+def walk_image_folders(
+    folder: str | os.PathLike[str],
+) -> Iterator[tuple[Path, list[Path], list[Path]]]:
+    """Each folder under `folder`, itself first and parents before children, with its
+    sub-folders and its image files (by name ending), both sorted by name.
+
+    Symlinked folders and image files are followed like real ones, and named by the link's
+    path; a symlinked folder leading back to a folder it is inside (a loop) is left out, as are
+    hidden files and folders (a leading dot, ``__MACOSX``) and broken links. A folder that
+    cannot be listed is a `DataError` naming it.
+    """
+    root = Path(folder)
+    yield from _walk(root, (_identity(root),))
+
+
+def _walk(
+    folder: Path, ancestors: tuple[tuple[int, int], ...]
+) -> Iterator[tuple[Path, list[Path], list[Path]]]:
+    """`walk_image_folders` below `folder`, whose own and parents' identities are `ancestors`."""
+    subdirs, files = _folder_entries(folder)
+    identities = [_identity(sub) for sub in subdirs]
+    kept = [(sub, i) for sub, i in zip(subdirs, identities, strict=True) if i not in ancestors]
+    yield folder, [sub for sub, _ in kept], files
+    for sub, identity in kept:
+        yield from _walk(sub, (*ancestors, identity))
+
+
+def _folder_entries(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The visible sub-folders and image files of `folder` (links followed), each sorted."""
+    subdirs: list[Path] = []
+    files: list[Path] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if hidden_name(entry.name):
+                    continue
+                if entry.is_dir():
+                    subdirs.append(Path(entry.path))
+                elif entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                    files.append(Path(entry.path))
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list this folder ({exc.strerror or exc})") from exc
+    return sorted(subdirs), sorted(files)
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    """The (device, inode) of the folder `folder` leads to, links followed."""
+    try:
+        st = folder.stat()
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot read this folder ({exc.strerror or exc})") from exc
+    return st.st_dev, st.st_ino
+
+
+def hidden_name(name: str) -> bool:
+    """Whether a file or folder called `name` is skipped when folders are listed."""
+    return name.startswith(".") or name == "__MACOSX"
 
 
 def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
@@ -169,11 +233,12 @@ def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def class_folders(folder: str | os.PathLike[str]) -> list[Path]:
-    """The sub-folders of `folder` (one per class), sorted by name; hidden ones skipped."""
+    """The sub-folders of `folder` (one per class), sorted by name; symlinked ones followed,
+    hidden ones skipped."""
     d = Path(folder)
     if not d.is_dir():
         raise DataError(f"{d}: expected a folder with one sub-folder per class, found {_what(d)}")
-    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return _folder_entries(d)[0]
 
 
 def read_support_folder(
@@ -289,14 +354,80 @@ def _mode(channels: int) -> str:
 
 
 def _resized(image: Image.Image, mode: str, size: tuple[int, int]) -> np.ndarray:
-    """A loaded Pillow image, EXIF orientation applied, in `mode` at ``size = (H, W)``, as
-    uint8 ``[H, W]`` or ``[H, W, 3]``. Only Pillow work: its failures are the image's."""
-    ImageOps.exif_transpose(image, in_place=True)  # no copy unless the image is turned
-    converted = image.convert(mode)
+    """A loaded Pillow image, through `to_8bit`, in `mode` at ``size = (H, W)``, as uint8
+    ``[H, W]`` or ``[H, W, 3]``. Only Pillow work: its failures are the image's."""
+    converted = to_8bit(image)
+    if converted.mode != mode:
+        converted = converted.convert(mode)
     height, width = size
     if converted.size != (width, height):
         converted = converted.resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(converted)
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """A loaded image as it is meant to be seen, in mode ``L`` (a grey image of any bit depth,
+    or a grey palette) or ``RGB`` (anything else), 8 bits a channel.
+
+    - EXIF orientation is applied (a phone photo stored on its side is turned upright).
+    - Transparency (``RGBA``, ``LA``, a palette or grey level marked transparent) is laid onto
+      white: black strokes on a transparent background read as black on white paper.
+    - Wider grey pixels are scaled, not clipped (see `wide_to_uint8`); colour images with 16
+      bits a channel reach here as 8-bit already (Pillow keeps each value's high byte).
+
+    Training (`siamnet.data.sources.folder_source`) and inference read every file through
+    this one function, so a file reads the same whichever command reads it. `image` may be
+    turned in place.
+    """
+    ImageOps.exif_transpose(image, in_place=True)  # no copy unless the image is turned
+    if image.mode in _WIDE_MODES or image.mode.startswith("I;16"):
+        return Image.fromarray(wide_to_uint8(image))
+    grey = image.mode in ("1", "L", "LA", "La") or (
+        image.mode in ("P", "PA") and _grey_palette(image)
+    )
+    if image.has_transparency_data:
+        paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, image.convert("RGBA"))
+    mode = "L" if grey else "RGB"
+    return image if image.mode == mode else image.convert(mode)
+
+
+def wide_to_uint8(image: Image.Image) -> np.ndarray:
+    """A grey image of more than 8 bits (Pillow modes ``I;16*``, ``I``, ``F``) as uint8
+    ``[H, W]``, scaled to 0..255 by its bit depth:
+
+    - 16-bit (``I;16*``: 16-bit PNG and TIFF; ``I`` from a PGM with a maximum over 255): divided
+      by 257, so a 16-bit copy of an 8-bit image (each value times 257) reads exactly as it.
+    - 32-bit integers (``I``: integer TIFF): values within 0..255 are taken as they are (8-bit
+      data stored wide), within 0..65535 as 16-bit, and any other as the full signed 32-bit
+      range (0..2**31-1; negative values read as 0).
+    - floating point (``F``: float TIFF): values within 0..1 are multiplied by 255, within
+      0..255 taken as they are, and larger ones scaled so that the largest is 255; negative
+      values, NaN and infinities read as 0.
+
+    Values are rounded to the nearest integer. Which rule applies to ``I`` and ``F`` depends on
+    each image's values, so a data set should not mix ranges.
+    """
+    values = np.asarray(image)
+    if image.mode == "F":
+        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(values.max(initial=0.0))
+        scale = 1 / 255 if top <= 1 else 1.0 if top <= 255 else top / 255
+    elif image.mode == "I" and image.format != "PPM":
+        low, top = int(values.min(initial=0)), int(values.max(initial=0))
+        wide = low < 0 or top > _MAX_16
+        scale = _MAX_32 / 255 if wide else 1.0 if top <= 255 else _MAX_16 / 255
+    else:  # 16-bit
+        scale = _MAX_16 / 255
+    scaled = np.rint(values / scale) if scale != 1.0 else values
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def _grey_palette(image: Image.Image) -> bool:
+    """Whether every colour of the palette of a ``P`` image is grey."""
+    palette = image.getpalette() or []
+    rgb = np.asarray(palette[: len(palette) // 3 * 3], dtype=np.uint8).reshape(-1, 3)
+    return bool((rgb == rgb[:, :1]).all())
 
 
 def _to_tensor(

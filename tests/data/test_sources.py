@@ -98,6 +98,38 @@ def test_csv_large_file_is_parsed_exactly(tmp_path):
     assert torch.equal(data.labels, torch.from_numpy(rows[:, 0]))
 
 
+#: More rows than the CSV reader parses at once, so that labels meet in different chunks.
+LONG = 20_000
+
+
+def long_csv(path: Path, labels: list[str]) -> Path:
+    """A CSV of 2x2 images, one row per label, pixels from the row number."""
+    lines = [f"{y},{i % 256},1,2,3" for i, y in enumerate(labels)]
+    return write(path, "\n".join(lines) + "\n")
+
+
+def test_csv_labels_are_typed_once_for_the_whole_file(tmp_path):
+    whole = [f"{i % 10}.0" for i in range(LONG)]  # "3.0" everywhere
+    data = load_csv(long_csv(tmp_path / "floats.csv", whole))
+    assert data.classes == [str(k) for k in range(10)]
+    assert data.labels.tolist() == [i % 10 for i in range(LONG)]
+    mixed = whole[:-1] + ["x"]  # one text label in the last chunk makes the column text
+    data = load_csv(long_csv(tmp_path / "mixed.csv", mixed))
+    assert data.classes == [f"{k}.0" for k in range(10)] + ["x"]
+    assert [data.classes[i] for i in data.labels.tolist()] == mixed
+    first = whole[:1] + ["x"] + whole[2:]  # the same with the text label in the first chunk
+    assert load_csv(long_csv(tmp_path / "first.csv", first)).classes == data.classes
+    spelled = [f"{i % 10}" if i < LONG // 2 else f"{i % 10}.0" for i in range(LONG)]
+    assert load_csv(long_csv(tmp_path / "spelled.csv", spelled)).num_classes == 10
+
+
+def test_csv_nan_label_is_named_by_its_line_in_a_later_chunk(tmp_path):
+    labels = [str(i % 10) for i in range(LONG)]
+    labels[LONG - 5] = "nan"
+    with pytest.raises(DataError, match=rf"nan\.csv: line {LONG - 4}, column 1: label is NaN"):
+        load_csv(long_csv(tmp_path / "nan.csv", labels))
+
+
 @pytest.mark.parametrize(
     ("line", "pattern"),
     [

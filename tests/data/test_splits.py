@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from siamnet.data.labeled import LabeledImages
+from siamnet.data.pairs import fixed_pairs
 from siamnet.data.splits import split_by_class, split_by_example, split_by_group
 from siamnet.errors import ArgumentError, DataError
+from siamnet.train import TrainConfig, prepare_data
 
 
 def make_data(counts: list[int], groups: list[str] | None = None) -> LabeledImages:
@@ -115,3 +119,38 @@ def test_split_by_example_errors():
         split_by_example(make_data([3, 3]), 1.0)
     with pytest.raises(DataError, match="every one of the 3 classes has a single example"):
         split_by_example(make_data([1, 1, 1]), 0.5)
+
+
+def test_split_by_example_holds_out_a_pair_of_every_class_of_four_or_more():
+    rest, held = split_by_example(make_data([5, 5, 5]), 0.15)
+    assert torch.bincount(held.labels).tolist() == [2, 2, 2]
+    assert torch.bincount(rest.labels).tolist() == [3, 3, 3]
+    rest, held = split_by_example(make_data([2, 3, 4, 40]), 0.15)
+    assert torch.bincount(held.labels).tolist() == [1, 1, 2, 6]
+    assert torch.bincount(rest.labels).tolist() == [1, 2, 2, 34]
+
+
+def test_split_by_example_says_when_no_class_can_hold_out_a_pair():
+    with pytest.raises(
+        DataError,
+        match=r"^test: holding out 0\.15 of each class's examples leaves no class with two "
+        r"held-out examples, so no same-class pair to validate on: 2 classes have 3 examples, "
+        r"1 class has 2; a class needs 4",
+    ):
+        split_by_example(make_data([3, 2, 3]), 0.15)
+
+
+def test_training_on_five_images_per_class_gets_validation_pairs(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b", "c"):
+        (tmp_path / cls).mkdir()
+        for k in range(5):
+            pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / cls / f"{k}.png")
+    cfg = TrainConfig(data=str(tmp_path), loss="bce", out=str(tmp_path / "run")).resolved()
+    data = prepare_data(cfg)
+    assert torch.bincount(data.val.labels).tolist() == [2, 2, 2]
+    assert torch.bincount(data.train.labels).tolist() == [3, 3, 3]
+    left, right, target = fixed_pairs(data.val.labels, 64, seed=1)
+    same = data.val.labels[left] == data.val.labels[right]
+    assert torch.equal(same, target.bool()) and bool(same.any())

@@ -7,6 +7,7 @@ Splitting by example keeps every class on both sides, e.g. for a validation spli
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
@@ -93,9 +94,14 @@ def split_by_example(
 ) -> tuple[LabeledImages, LabeledImages]:
     """Split `data` into (rest, held out) with about `fraction` of every class held out.
 
-    Stratified and seeded: each class holds out ``round(fraction * count)`` examples, at least
-    one and at most ``count - 1`` when it has two or more; a class with a single example stays
-    in the rest. Both sides keep all class names and labels (some classes may be absent).
+    Stratified and seeded: each class holds out ``round(fraction * count)`` examples, at most
+    ``count - 1``, and at least two when it has four or more examples (so that the held-out
+    side has same-class pairs to validate on and the rest keeps two), else at least one when it
+    has two or three; a class with a single example stays in the rest. Both sides keep all
+    class names and labels (some classes may be absent).
+
+    A `DataError` says so when no class can hold out an example, or when no class holds out
+    two (every class has three examples or fewer): such a held-out side has no same-class pair.
     """
     fraction = _check_fraction("fraction", fraction)
     generator = torch.Generator().manual_seed(seed)
@@ -106,17 +112,46 @@ def split_by_example(
     offsets = torch.cumsum(counts, 0) - counts
     sorted_labels = labels[by_class]
     rank = torch.arange(len(labels)) - offsets[sorted_labels]
-    take = torch.round(fraction * counts.double()).long()
-    take = torch.where(counts >= 2, take.clamp(1, None).minimum(counts - 1), 0)
+    take = _held_per_class(counts, fraction)
+    _check_held(data, counts, take, fraction)
     held = torch.zeros(len(labels), dtype=torch.bool)
     held[by_class] = rank < take[sorted_labels]
-    if not bool(held.any()):
-        raise DataError(
-            f"{data.source or 'data'}: no example can be held out: every one of the "
-            f"{data.num_classes} classes has a single example"
-        )
     held = held.to(data.labels.device)
     return data.subset(~held), data.subset(held)
+
+
+def _held_per_class(counts: torch.Tensor, fraction: float) -> torch.Tensor:
+    """How many examples each class holds out ``[K]``, from its example counts ``[K]``."""
+    take = torch.round(fraction * counts.double()).long()
+    least = torch.where(counts >= 4, 2, 1)
+    return torch.where(counts >= 2, torch.maximum(take, least).minimum(counts - 1), 0)
+
+
+def _check_held(
+    data: LabeledImages, counts: torch.Tensor, take: torch.Tensor, fraction: float
+) -> None:
+    """A `DataError` unless some class holds out two examples (`take` ``[K]`` of `counts`)."""
+    if bool((take >= 2).any()):
+        return
+    source = data.source or "data"
+    if not bool(take.any()):
+        raise DataError(
+            f"{source}: no example can be held out: every one of the "
+            f"{data.num_classes} classes has a single example"
+        )
+    raise DataError(
+        f"{source}: holding out {fraction:g} of each class's examples leaves no class with two "
+        f"held-out examples, so no same-class pair to validate on: {_count_summary(counts)}; "
+        "a class needs 4 examples to keep two on each side"
+    )
+
+
+def _count_summary(counts: torch.Tensor) -> str:
+    """``"2 classes have 3 examples, 1 class has 2"`` from the class sizes ``[K]``."""
+    sizes = sorted(Counter(c for c in counts.tolist() if c).items(), reverse=True)
+    parts = [f"{n} classes have {size}" if n > 1 else f"1 class has {size}" for size, n in sizes]
+    parts[0] += " examples"
+    return ", ".join(parts)
 
 
 def _check_fraction(name: str, value: float | None) -> float:

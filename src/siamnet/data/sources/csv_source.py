@@ -6,6 +6,7 @@ The seed blog post's ``mnist_train.csv`` has no header; a header row (``label,1x
 Parsing uses numpy's C reader (``np.loadtxt``) straight into uint8, which rejects anything that
 is not an integer in 0..255; only when that fails does a slower, block-wise pass run, to accept
 integer-valued floats (``"3.0"``) or to find the first bad cell and name its line and column.
+Labels are typed once for the whole file: numbers when every label is a whole number, else text.
 """
 
 from __future__ import annotations
@@ -68,16 +69,18 @@ def load_csv(
         )
     shape, resize_to = _image_shape(path, ncols - 1, image_size)
     first_line = int(line_numbers[0])
-    pixel_parts, label_parts = [], []
+    pixel_parts, label_parts, label_lines = [], [], []
     while rows:
         _check_columns(path, rows, line_numbers, header, ncols, first_line)
         pixel_parts.append(_parse_pixels(path, rows, line_numbers, ncols))
-        label_parts.append(_parse_labels(path, rows, line_numbers))
+        label_parts.append(_label_text(path, rows, line_numbers))
+        label_lines.append(line_numbers)
         rows, line_numbers = next(chunks, ([], line_numbers))
     pixels = np.concatenate(pixel_parts) if len(pixel_parts) > 1 else pixel_parts[0]
     del pixel_parts
     release_freed_memory()
-    labels, classes = classes_from_values(_join_labels(label_parts))
+    values = _label_values(path, np.concatenate(label_parts), np.concatenate(label_lines))
+    labels, classes = classes_from_values(values)
     images = torch.from_numpy(pixels).reshape(len(pixels), 1, *shape)
     data = LabeledImages(images, labels, classes, source=str(path))
     return resize_labeled(require_two_classes(data), resize_to)
@@ -145,15 +148,6 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def _join_labels(parts: list[np.ndarray]) -> np.ndarray:
-    """One label array from per-chunk arrays: int64 when every chunk's labels are, else text."""
-    if len(parts) == 1:
-        return parts[0]
-    if all(p.dtype == np.int64 for p in parts):
-        return np.concatenate(parts)
-    return np.concatenate([p.astype(str) for p in parts])
 
 
 def _is_header(lines: list[str]) -> bool:
@@ -287,8 +281,8 @@ def _check_pixel_values(path: Path, values: np.ndarray, line_numbers: np.ndarray
     )
 
 
-def _parse_labels(path: Path, rows: list[str], line_numbers: np.ndarray) -> np.ndarray:
-    """The first column ``[R]``: int64 when every label is a whole number, else strings."""
+def _label_text(path: Path, rows: list[str], line_numbers: np.ndarray) -> np.ndarray:
+    """The first column ``[R]`` as text, quotes and spaces stripped; an empty one is an error."""
     first_cells = map(itemgetter(0), map(str.split, rows, repeat(","), repeat(1)))
     text = np.char.strip(np.char.strip(np.array(list(first_cells))), "\"'")
     empty = np.flatnonzero(np.char.str_len(text) == 0)
@@ -297,6 +291,13 @@ def _parse_labels(path: Path, rows: list[str], line_numbers: np.ndarray) -> np.n
             f"{path}: line {int(line_numbers[int(empty[0])])}, column 1: empty label; expected "
             "a class label"
         )
+    return text
+
+
+def _label_values(path: Path, text: np.ndarray, line_numbers: np.ndarray) -> np.ndarray:
+    """The label column ``[N]`` of the whole file, typed once for all of it: int64 when every
+    label is a whole number (``"3"`` and ``"3.0"`` are then one class, ``"3"``), else the text
+    as written (``"3.0"`` stays ``"3.0"`` next to ``"cat"``), wherever in the file a label is."""
     try:
         numbers = text.astype(np.float64)
     except ValueError:

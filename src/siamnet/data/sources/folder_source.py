@@ -9,10 +9,16 @@ Layouts:
 - a root holding ``images_background/`` and/or ``images_evaluation/`` (Omniglot as
   distributed), or ``train/`` and ``test/``, each in one of the layouts above: one split each.
 
+Symlinked class folders and image files are followed (a link looping back to a folder above
+it is not); hidden files and folders are skipped; a folder without any image is skipped with a
+note naming it.
+
 Images are decoded on a thread pool (Pillow releases the GIL while decoding) through
-`siamnet.images.open_image`, so only its accepted formats are opened and any failure is a
-`DataError` naming the file; they are kept grayscale when every image is grayscale, and brought
-to one size: `image_size` or else the most common.
+`siamnet.images.open_image` and `siamnet.images.to_8bit`, as every inference command reads them
+(EXIF orientation, transparency onto white, 16-bit and float pixels scaled), so only its
+accepted formats are opened and any failure is a `DataError` naming the file; they are kept
+grayscale when every image is grayscale, and brought to one size: `image_size` or else the most
+common.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from siamnet.data.labeled import LabeledImages
 from siamnet.data.sources import require_two_classes, resize_images
 from siamnet.errors import DataError
 from siamnet.images import IMAGE_SUFFIXES as _SUFFIXES
-from siamnet.images import check_image_size, open_image
+from siamnet.images import check_image_size, hidden_name, open_image, to_8bit, walk_image_folders
 from siamnet.progress import progress
 
 IMAGE_SUFFIXES = tuple(sorted(_SUFFIXES))
@@ -52,7 +58,8 @@ _OMNIGLOT_SPLITS = ("images_background", "images_evaluation")
 #: Images copied into the result at once (bounds the temporary copies).
 _STACK_CHUNK = 2048
 
-_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+#: Folder names shown at most in a note.
+_NAMES_SHOWN = 10
 
 _LAYOUTS = (
     "expected <class>/<image> folders, Omniglot's <alphabet>/<character>/<image>, or "
@@ -89,7 +96,7 @@ def load_folder(path: str | os.PathLike[str], image_size: tuple[int, int] | None
 
 def load_split(folder: Path, image_size: tuple[int, int] | None = None) -> LabeledImages:
     """One folder in layout ``<class>/<image>`` or ``<alphabet>/<character>/<image>``."""
-    files, class_dirs = find_images(folder)
+    files, class_dirs, empty = find_images(folder)
     classes = sorted(set(class_dirs))
     lookup = {name: i for i, name in enumerate(classes)}
     labels = torch.tensor([lookup[c] for c in class_dirs], dtype=torch.int64)
@@ -98,8 +105,9 @@ def load_split(folder: Path, image_size: tuple[int, int] | None = None) -> Label
     split_classes = [c.split("/") for c in classes]
     groups = [p[0] for p in split_classes] if all(len(p) > 1 for p in split_classes) else None
     data = LabeledImages(images, labels, classes, groups, source=str(folder))
-    if note:
-        data = replace(data, notes=(note,))
+    notes = tuple(n for n in (_empty_note(empty), note) if n)
+    if notes:
+        data = replace(data, notes=notes)
     return require_two_classes(data)
 
 
@@ -114,39 +122,56 @@ def _split_folders(root: Path) -> list[Path]:
     return []
 
 
-def find_images(folder: Path) -> tuple[list[Path], list[str]]:
-    """The image files under `folder`, sorted, and each one's class: its folder's path relative
-    to `folder` (``"7"``, ``"Greek/character03"``). Hidden files and folders are skipped."""
+def find_images(folder: Path) -> tuple[list[Path], list[str], list[str]]:
+    """The image files under `folder`, sorted, each one's class: its folder's path relative
+    to `folder` (``"7"``, ``"Greek/character03"``), and the folders holding no image at all
+    (relative paths; the outermost of such folders only).
+
+    Symlinked folders and files are followed (see `siamnet.images.walk_image_folders`); hidden
+    files and folders are skipped.
+    """
     files: list[Path] = []
     class_dirs: list[str] = []
-    loose = 0
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-        names = sorted(
-            f for f in filenames if not _hidden(f) and f.lower().endswith(IMAGE_SUFFIXES)
-        )
-        rel = Path(dirpath).relative_to(folder)
-        if rel == Path("."):
-            loose = len(names)  # images directly in the root have no class
-            continue
-        files.extend(Path(dirpath, f) for f in names)
-        class_dirs.extend([rel.as_posix()] * len(names))
-    if not files and loose:
+    walked = list(walk_image_folders(folder))
+    for dirpath, _, names in walked:
+        if dirpath != folder:  # images directly in the root have no class
+            files.extend(names)
+            class_dirs.extend([dirpath.relative_to(folder).as_posix()] * len(names))
+    if not files and walked[0][2]:
         raise DataError(
-            f"{folder}: {loose} images but no class folders; put each class's images in a "
-            f"subfolder named after the class ({_LAYOUTS})"
+            f"{folder}: {len(walked[0][2])} images but no class folders; put each class's "
+            f"images in a subfolder named after the class ({_LAYOUTS})"
         )
     if not files:
         raise DataError(f"{folder}: no images found ({', '.join(IMAGE_SUFFIXES)}); {_LAYOUTS}")
-    return files, class_dirs
+    return files, class_dirs, _empty_folders(folder, walked)
+
+
+def _empty_folders(folder: Path, walked: list[tuple[Path, list[Path], list[Path]]]) -> list[str]:
+    """The outermost folders below `folder` without an image anywhere inside, as relative
+    paths, from `walked` (`walk_image_folders` of `folder`: parents before children)."""
+    count: dict[Path, int] = {}
+    for dirpath, subdirs, names in reversed(walked):  # children before their parents
+        count[dirpath] = len(names) + sum(count[sub] for sub in subdirs)
+    return [
+        sub.relative_to(folder).as_posix()
+        for dirpath, subdirs, _ in walked
+        if dirpath == folder or count[dirpath]
+        for sub in subdirs
+        if not count[sub]
+    ]
+
+
+def _empty_note(empty: list[str]) -> str | None:
+    """The note naming the folders skipped for holding no image, or None."""
+    if not empty:
+        return None
+    shown = ", ".join(empty[:_NAMES_SHOWN]) + (" ..." if len(empty) > _NAMES_SHOWN else "")
+    return f"skipped {len(empty):,} folder(s) without images: {shown}"
 
 
 def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p.name))
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not hidden_name(p.name))
 
 
 # --- decoding ----------------------------------------------------------------------------------
@@ -165,28 +190,22 @@ def decode_images(files: list[Path], desc: str = "images") -> list[np.ndarray]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """uint8 ``[H, W]`` when the image is grayscale (mode L/1/LA, a gray palette, or RGB with
-    equal channels), else ``[H, W, 3]``; the first frame of an animation. Any failure is a
-    `DataError` naming the file."""
+    """uint8 ``[H, W]`` when the image is grayscale (a grey mode of any bit depth, a gray
+    palette, or RGB with equal channels), else ``[H, W, 3]``; the first frame of an animation,
+    read through `siamnet.images.to_8bit` as inference reads it. Any failure is a `DataError`
+    naming the file."""
     with open_image(path) as img:
-        return _to_array(img)
+        return _to_array(to_8bit(img))
 
 
 def _to_array(img: Image.Image) -> np.ndarray:
-    if img.mode in _GRAY_MODES:
-        return np.asarray(img.convert("L"))
-    if img.mode == "P" and _gray_palette(img):
-        return np.asarray(img.convert("L"))
-    rgb = np.asarray(img.convert("RGB"))
+    """A mode ``L`` or ``RGB`` image as uint8 ``[H, W]`` (grey) or ``[H, W, 3]``."""
+    if img.mode == "L":
+        return np.asarray(img)
+    rgb = np.asarray(img)
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
         return np.ascontiguousarray(rgb[..., 0])
     return rgb
-
-
-def _gray_palette(img: Image.Image) -> bool:
-    palette = img.getpalette() or []
-    rgb = np.asarray(palette[: len(palette) // 3 * 3], dtype=np.uint8).reshape(-1, 3)
-    return bool((rgb == rgb[:, :1]).all())
 
 
 def _stack(
