@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -146,6 +147,54 @@ def test_export_paths():
         Path("out/m.head.pt"),
         Path("out/m.json"),
     )
+
+
+def test_the_name_given_is_written_as_given():
+    assert export_paths("R/best.ts.pt", "torchscript") == (
+        Path("R/best.ts.pt"),
+        Path("R/best.ts.head.pt"),
+        Path("R/best.ts.json"),
+    )
+    assert export_paths("m.v2.onnx", "onnx") == (
+        Path("m.v2.onnx"),
+        Path("m.v2.head.onnx"),
+        Path("m.v2.json"),
+    )
+    assert export_paths("out/m.pth", "torchscript")[0] == Path("out/m.pth")
+
+
+def test_export_never_replaces_its_own_checkpoint(ckpt_file, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(ckpt_file, run / "best.pt")
+    original = (run / "best.pt").read_bytes()
+    source = load_checkpoint(run)
+    with pytest.raises(ArgumentError, match=r"best\.pt, the checkpoint being exported"):
+        export_model(source, "torchscript", run / "best.pt", overwrite=True)
+    with pytest.raises(ArgumentError, match=r"best\.pt, the checkpoint being exported"):
+        export_model(source, "torchscript", run / "best", overwrite=True)  # best -> best.pt
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt"]
+    result = export_model(source, "torchscript", run / "best.ts.pt", overwrite=True)
+    assert result.embedding_file == str(run / "best.ts.pt")
+    assert (run / "best.pt").read_bytes() == original
+    names = sorted(p.name for p in run.iterdir())
+    assert names == ["best.pt", "best.ts.head.pt", "best.ts.json", "best.ts.pt"]
+
+
+def test_an_output_naming_one_file_twice_is_refused(ckpt, tmp_path):
+    with pytest.raises(ArgumentError, match="would both be"):
+        export_model(ckpt, "onnx", tmp_path / "m.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unusable_output_path_is_refused_before_any_work(ckpt, tmp_path):
+    (tmp_path / "FILE").write_text("x")
+    (tmp_path / "folder.pt").mkdir()
+    with pytest.raises(ArgumentError, match="FILE is a file, not a folder"):
+        export_model(ckpt, "torchscript", tmp_path / "FILE" / "m.pt")
+    with pytest.raises(ArgumentError, match="is a folder; expected a file name"):
+        export_model(ckpt, "torchscript", tmp_path / "folder.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE", "folder.pt"]
 
 
 # --- the three files are one output ------------------------------------------------------------

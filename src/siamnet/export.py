@@ -2,10 +2,12 @@
 
 An export writes three files beside each other:
 
-- ``OUT`` (e.g. ``model.onnx``): the embedding network, input ``images`` float32
+- ``OUT`` (e.g. ``model.onnx``), written under exactly the name given (a name without any
+  suffix gets the format's, ``.onnx`` or ``.pt``): the embedding network, input ``images`` float32
   ``[B, C, H, W]`` with raw pixel values 0..255 (the checkpoint's normalisation is inside),
   output ``embeddings`` float32 ``[B, D]``; the batch size is free;
-- ``OUT_STEM.head.SUFFIX`` (``model.head.onnx``): the head, inputs ``a`` and ``b`` embeddings
+- ``OUT_STEM.head.SUFFIX`` (``model.head.onnx``; ``OUT_STEM`` is ``OUT`` without its last
+  suffix, so ``m.v2.onnx`` gives ``m.v2.head.onnx``): the head, inputs ``a`` and ``b`` embeddings
   ``[B, D]``, output ``score`` ``[B]``, the user-facing similarity (probability for ``l1``,
   ``-distance`` for ``euclidean``, cosine for ``cosine``) that the checkpoint's threshold
   applies to: two images are "same" when ``score >= threshold``;
@@ -48,6 +50,7 @@ from siamnet.checkpoint import Checkpoint
 from siamnet.errors import ArgumentError, SiamnetError
 from siamnet.fileio import atomic_write_files, remove_stale_temps
 from siamnet.models.siamese import SiameseNet
+from siamnet.outpaths import check_output_file
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-5
@@ -92,12 +95,48 @@ class ExportResult:
         return asdict(self)
 
 
+#: The suffix given to an output name that has none.
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
 def export_paths(out: str | os.PathLike[str], fmt: str) -> tuple[Path, Path, Path]:
-    """``(embedding file, head file, info file)`` for output `out` in format `fmt`."""
+    """``(embedding file, head file, info file)`` for output `out` in format `fmt`.
+
+    `out` is the embedding file as given (a name without any suffix gets the format's); the
+    other two are named after `out` without its last suffix: ``m.v2.onnx`` gives
+    ``m.v2.head.onnx`` and ``m.v2.json``.
+    """
     p = Path(out)
-    suffix = p.suffix or (".onnx" if fmt == "onnx" else ".pt")
-    stem = p.with_suffix("") if p.suffix else p
-    return stem.with_suffix(suffix), Path(f"{stem}.head{suffix}"), Path(f"{stem}.json")
+    if p.name in ("", ".", ".."):
+        raise ArgumentError(f"--out {out}: is a folder; expected a file name")
+    suffix = p.suffix or SUFFIXES.get(fmt, ".pt")
+    stem = p.name[: len(p.name) - len(p.suffix)]
+    embed = p if p.suffix else p.with_name(p.name + suffix)
+    return embed, p.with_name(f"{stem}.head{suffix}"), p.with_name(f"{stem}.json")
+
+
+def check_export_paths(
+    paths: tuple[Path, Path, Path], source: str | os.PathLike[str], overwrite: bool
+) -> None:
+    """Refuse, before any work, outputs that cannot be written, that name one file twice
+    (``--out m.json``), that would replace the checkpoint being exported, or that exist
+    (without `overwrite`)."""
+    for p in paths:
+        check_output_file(p, "--out")
+    if len(set(paths)) < len(paths):
+        raise ArgumentError(
+            f"--out {paths[0]}: the embedding network and its description would both be "
+            f"{paths[0]}; choose another name"
+        )
+    for p in paths:
+        if _same_file(p, source):
+            raise ArgumentError(
+                f"--out {paths[0]}: would replace {p}, the checkpoint being exported; choose "
+                "another name"
+            )
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise ArgumentError(f"{', '.join(existing)}: already exists; pass --overwrite")
 
 
 def export_model(
@@ -111,7 +150,7 @@ def export_model(
     """Export the embedding network and the head of checkpoint `source` to `out` (see the
     module docstring for the files) and check the exported outputs against PyTorch's.
 
-    Existing output files are refused unless `overwrite`.
+    Existing output files are refused unless `overwrite`; the checkpoint itself always is.
     """
     if not isinstance(source, Checkpoint):
         raise ArgumentError("export needs a loaded checkpoint (it records the input size)")
@@ -120,11 +159,8 @@ def export_model(
     if format == "onnx":
         onnxruntime = require_onnx()
     model = copy.deepcopy(source.model).cpu().eval()
-    embed_file, head_file, info_file = export_paths(out, format)
-    if not overwrite:
-        existing = [str(p) for p in (embed_file, head_file, info_file) if p.exists()]
-        if existing:
-            raise ArgumentError(f"{', '.join(existing)}: already exists; pass --overwrite")
+    embed_file, head_file, info_file = paths = export_paths(out, format)
+    check_export_paths(paths, source.path, overwrite)
     spec = dict(source.metadata["model_spec"])
     channels, (height, width) = spec["in_channels"], spec["image_size"]
     generator = torch.Generator().manual_seed(seed)
@@ -196,6 +232,13 @@ def verify_export(info_file: str | os.PathLike[str]) -> dict[str, Any]:
                 f"{str(want)[:12]}...): the files come from different exports; export again"
             )
     return info
+
+
+def _same_file(a: Path, b: str | os.PathLike[str]) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing
+        return False
 
 
 def require_onnx() -> Any:
