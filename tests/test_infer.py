@@ -16,7 +16,6 @@ from siamnet.infer import (
     class_scores,
     classify,
     compare,
-    pairwise_raw,
 )
 
 from shapes_model import SHAPES, draw_shapes, shape_set, write_checkpoint
@@ -105,14 +104,6 @@ def test_class_scores_equal_the_mean_of_pair_scores(ckpt):
             pair = model.head.to_score(model.head(q.expand(len(rows), -1), rows))
             want[qi, k] = pair.mean()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-
-
-def test_l1_pairwise_by_cdist_equals_the_head(tmp_path_factory):
-    bce = load_checkpoint(write_checkpoint(tmp_path_factory.mktemp("l1") / "b.pt", "bce"))
-    head = bce.model.head
-    q, s = torch.randn(7, 84), torch.randn(11, 84)
-    want = head(q[:, None, :].expand(-1, 11, -1), s[None].expand(7, -1, -1))
-    torch.testing.assert_close(pairwise_raw(head, q, s), want, rtol=1e-5, atol=1e-5)
 
 
 def test_embeddings_as_queries_give_the_same_answer(euclidean_ckpt):

@@ -15,19 +15,17 @@ import torch
 from siamnet.checkpoint import Checkpoint
 from siamnet.errors import ArgumentError, CheckpointError, DataError
 from siamnet.models.embed import embed_images
-from siamnet.models.heads import PairHead
+from siamnet.models.prototypes import (
+    check_labels,
+    check_scoring,
+    class_counts,
+    class_prototypes,
+)
+from siamnet.models.prototypes import class_scores as support_class_scores
 from siamnet.models.siamese import SiameseNet
 
 #: Elements of one ``[queries, support]`` score block; queries are processed in chunks under it.
 SCORE_BLOCK = 1 << 24
-
-
-# --- pairwise scores -------------------------------------------------------------------------
-
-
-def pairwise_raw(head: PairHead, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Raw head scores of every pair, ``[Q, D], [S, D] -> [Q, S]`` (`PairHead.pairwise`)."""
-    return head.pairwise(q, s)
 
 
 # --- compare ---------------------------------------------------------------------------------
@@ -128,17 +126,14 @@ class SupportSet:
     paths: list[Path] | None = None
 
     def __post_init__(self) -> None:
-        if self.embeddings.dim() != 2 or self.labels.shape != (len(self.embeddings),):
+        if self.embeddings.dim() != 2:
             raise DataError(
                 f"support set: embeddings {list(self.embeddings.shape)} and labels "
                 f"{list(self.labels.shape)} do not match ([S, D] and [S])"
             )
+        check_labels(self.embeddings, self.labels, self.num_classes)
         if len(self.embeddings) == 0:
             raise DataError("support set: no images")
-        k = len(self.classes)
-        lo, hi = int(self.labels.min()), int(self.labels.max())
-        if lo < 0 or hi >= k:
-            raise DataError(f"support set: labels must lie in 0..{k - 1}, found {lo}..{hi}")
 
     @property
     def num_classes(self) -> int:
@@ -146,17 +141,11 @@ class SupportSet:
 
     def counts(self) -> torch.Tensor:
         """Support images per class, float ``[K]`` (zero for a class with none)."""
-        return torch.bincount(self.labels, minlength=self.num_classes).to(self.embeddings.dtype)
+        return class_counts(self.labels, self.num_classes, self.embeddings.dtype)
 
     def prototypes(self) -> torch.Tensor:
         """Mean embedding of each class ``[K, D]`` (Snell et al. 2017)."""
-        sums = torch.zeros(
-            self.num_classes,
-            self.embeddings.shape[1],
-            dtype=self.embeddings.dtype,
-            device=self.embeddings.device,
-        ).index_add_(0, self.labels, self.embeddings)
-        return sums / self.counts().clamp_min(1.0)[:, None]
+        return class_prototypes(self.embeddings, self.labels, self.num_classes)
 
 
 def build_support(
@@ -201,32 +190,21 @@ def class_scores(
 
     ``scoring="mean"``: the mean similarity to the class's K support images (as in Koch et al.
     2015 for K > 1). ``scoring="prototype"``: the similarity to the class's mean embedding
-    (Snell et al. 2017), meant for embedding heads (``euclidean``, ``cosine``).
+    (Snell et al. 2017), meant for embedding heads (``euclidean``, ``cosine``). Scored by
+    `siamnet.models.prototypes.class_scores`, as few-shot evaluation is, with queries in chunks
+    so that each ``[q, S]`` block stays under `SCORE_BLOCK` elements.
     """
-    head = model.head
-    q = queries.to(support.embeddings.device, support.embeddings.dtype)
-    if scoring == "prototype":
-        targets = support.prototypes()
-    elif scoring == "mean":
-        targets = support.embeddings
-    else:
-        raise ArgumentError(f"scoring {scoring!r}: expected 'mean' or 'prototype'")
-    prepared = head.prepare(targets)
-    rows = max(1, SCORE_BLOCK // max(1, len(targets)))
-    blocks = []
-    for i in range(0, len(q), rows):
-        chunk = q[i : i + rows]
-        # [q, S] (mean) or [q, K] (prototype)
-        scores = head.key_to_score(head.prepared_scores(chunk, prepared))
-        if scoring == "mean":
-            sums = scores.new_zeros(len(scores), support.num_classes)
-            scores = sums.index_add_(1, support.labels, scores) / support.counts().clamp_min(1.0)
-        blocks.append(scores)
-    out = torch.cat(blocks) if blocks else q.new_zeros(0, support.num_classes)
-    empty = support.counts() == 0
-    if bool(empty.any()):  # a class with no support image can never win
-        out[:, empty] = float("-inf")
-    return out
+    check_scoring(scoring)
+    s = support.embeddings
+    q = queries.to(s.device, s.dtype)
+    rows = max(1, SCORE_BLOCK // max(1, len(s)))
+    blocks = [
+        support_class_scores(
+            model.head, q[i : i + rows], s, support.labels, support.num_classes, scoring
+        )
+        for i in range(0, len(q), rows)
+    ]
+    return torch.cat(blocks) if blocks else q.new_zeros(0, support.num_classes)
 
 
 @torch.no_grad()
@@ -245,6 +223,7 @@ def classify(
     (open-set use, as in face or signature verification).
     """
     model = model_of(source)
+    check_scoring(scoring)
     if len(queries) == 0:
         return []
     if queries.dim() == 4:

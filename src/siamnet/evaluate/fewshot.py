@@ -12,6 +12,7 @@ from siamnet.data.episodes import Episode, episodes_for_evaluation
 from siamnet.data.labeled import LabeledImages
 from siamnet.errors import ArgumentError
 from siamnet.models.heads import PairHead
+from siamnet.models.prototypes import class_scores
 from siamnet.models.siamese import SiameseNet
 
 
@@ -40,23 +41,12 @@ def episode_predictions(
 
     ``scoring="mean"``: a class's score is the mean similarity to its K support images.
     ``scoring="prototype"``: the similarity to the mean support embedding (Snell et al. 2017).
+    Both as `siamnet.models.prototypes.class_scores`, which inference uses too.
     """
-    e = embeddings
-    q = e[episodes.query]  # [E, NQ, D]
-    s = e[episodes.support]  # [E, NK, D]
-    labels = episodes.support_labels  # [E, NK]
-    onehot = torch.nn.functional.one_hot(labels, ways).to(e.dtype)  # [E, NK, N]
-    counts = onehot.sum(1, keepdim=True)  # [E, 1, N]
-    head = model.head
-    if scoring == "prototype":
-        protos = (onehot.transpose(1, 2) @ s) / counts.transpose(1, 2)  # [E, N, D]
-        class_scores = head.pairwise(q, protos)  # [E, NQ, N]
-    elif scoring == "mean":
-        raw = head.pairwise(q, s)  # [E, NQ, NK]
-        class_scores = (head.to_score(raw) @ onehot) / counts
-    else:
-        raise ValueError(f"scoring must be 'mean' or 'prototype', got {scoring!r}")
-    return class_scores.argmax(-1)
+    q = embeddings[episodes.query]  # [E, NQ, D]
+    s = embeddings[episodes.support]  # [E, NK, D]
+    scores = class_scores(model.head, q, s, episodes.support_labels, ways, scoring)  # [E, NQ, N]
+    return scores.argmax(-1)
 
 
 def few_shot_accuracy(

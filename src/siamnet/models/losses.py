@@ -15,6 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from siamnet.models.heads import pairwise_distances
+from siamnet.models.prototypes import class_prototypes
 
 
 def bce_loss(
@@ -95,10 +96,7 @@ def prototypical_loss(
     `support` ``[N·K, D]`` with labels ``[N·K]`` in ``0..N-1``; `query` ``[N·Q, D]`` with labels.
     Returns ``(loss, accuracy)`` of the episode; logits are ``-d² / temperature``.
     """
-    prototypes = torch.zeros(ways, support.shape[1], dtype=support.dtype, device=support.device)
-    prototypes.index_add_(0, support_labels, support)
-    counts = torch.bincount(support_labels, minlength=ways).clamp_min(1).to(support.dtype)
-    prototypes = prototypes / counts[:, None]
+    prototypes = class_prototypes(support, support_labels, ways)  # [N, D]
     logits = -pairwise_distances(query, prototypes, squared=True) / temperature
     loss = F.cross_entropy(logits, query_labels)
     accuracy = (logits.argmax(1) == query_labels).float().mean()
