@@ -153,7 +153,7 @@ def main() -> None:
         "time_budget": 0,
     }
     rows = []
-    nn = pixel_baseline(TrainConfig(**base), args.ways)
+    nn = pixel_baseline(TrainConfig(**base).resolved(), args.ways)
     default_data = prepare_data(TrainConfig(**base).resolved())
     train_classes = default_data.train.num_classes
     rotates_by_default = default_data.val_protocol == "held-out classes"

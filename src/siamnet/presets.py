@@ -1,7 +1,11 @@
-"""Named training recipes: the blog post's, Koch et al.'s, and the measured default.
+"""Every training default, in one place: the named recipes (the blog post's, Koch et al.'s,
+the measured default, a fast one), the values every recipe shares (`RUN_DEFAULTS`) and the
+fixed vocabularies of the training options (`CHOICES`).
 
 A preset fills in the training arguments the user did not give; an argument given on the
-command line always wins.
+command line always wins. `siamnet.train.TrainConfig.resolved` applies these tables and
+`TrainConfig.validate` checks the result; the command line's own defaults are all ``None``.
+This module imports nothing heavy, so that ``siamnet train --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -89,6 +93,48 @@ FAST: dict[str, Any] = {
     "augment": "none",
     "normalize": "standard",
     "patience": 0,
+}
+
+#: Values every preset shares where it sets none (a preset's own value, and a given one, win).
+#: ``margin`` and ``rotate_classes`` are absent: their default belongs to the objective.
+RUN_DEFAULTS: dict[str, Any] = {
+    "patience": 0,
+    "time_budget": 0.0,
+    "momentum": 0.9,
+    "momentum_ramp_epochs": 0,
+    "log_every": 0,
+    "koch_init": False,
+    "pairs": "sampled",
+    "examples_per_class": 4,
+    "ways": 20,
+    "shots": 1,
+    "queries": 5,
+    "mining": "semihard",
+    "temperature": "learned",
+    "val_fraction": 0.15,
+    "val_classes_fraction": 0.2,
+    "val_pairs": 2000,
+    "val_episodes": 300,
+    "val_ways": 20,
+    "seed": 0,
+    "device": "auto",
+    "workers": 0,
+    "amp": "auto",
+    "memory_format": "auto",
+    "out": "runs/default",
+}
+
+#: The fixed vocabularies of training options (the command line's choices; checked by
+#: `TrainConfig.validate`). Backbones and objectives come from their registries instead.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("sgd", "adam", "adamw"),
+    "augment": ("none", "affine"),
+    "normalize": ("raw", "unit", "standard"),
+    "pairs": ("sampled", "batch"),
+    "mining": ("semihard", "hard"),
+    "temperature": ("learned", "fixed"),
+    "amp": ("auto", "off", "bf16", "fp16"),
+    "memory_format": ("auto", "channels-last", "contiguous"),
 }
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -85,15 +85,31 @@ def test_every_loss_trains_and_beats_chance(tmp_path, loss, extra):
     assert head == ("l1" if loss == "bce" else "euclidean")
 
 
-def test_refuses_to_overwrite_a_run_unless_asked(tmp_path):
+def test_refuses_to_overwrite_a_run_unless_asked_and_never_a_folder_that_is_not_a_run(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("keep me")
     with pytest.raises(ArgumentError, match="--overwrite"):
         fit(small(run, epochs=1))
-    assert (run / "notes.txt").read_text() == "keep me"
-    fit(small(run, epochs=1, overwrite=True))
-    assert not (run / "notes.txt").exists() and (run / "last.pt").exists()
+    with pytest.raises(ArgumentError, match="not a siamnet run folder"):
+        fit(small(run, epochs=1, overwrite=True))
+    assert [p.name for p in run.iterdir()] == ["notes.txt"]
+    (run / "notes.txt").unlink()
+    fit(small(run, epochs=1, steps_per_epoch=3))
+    fit(small(run, epochs=1, steps_per_epoch=4, overwrite=True))
+    assert load_checkpoint(run / "last.pt").metadata["training_args"]["steps_per_epoch"] == 4
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    fit(small(run, epochs=1, steps_per_epoch=3))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    exploding = small(run, loss="bce", optimizer="sgd", normalize="raw", lr=1e30, overwrite=True)
+    with pytest.raises(TrainingError, match="loss became"):
+        fit(exploding)  # fails inside its first epoch, before any checkpoint
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # nothing left aside
 
 
 def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -108,7 +124,8 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint
 
 def test_memory_format_choice_and_the_same_math_in_either_layout(tmp_path):
     cpu, mps = torch.device("cpu"), torch.device("mps")
-    assert use_channels_last(TrainConfig(), cpu) and not use_channels_last(TrainConfig(), mps)
+    default = TrainConfig().resolved()
+    assert use_channels_last(default, cpu) and not use_channels_last(default, mps)
     assert not use_channels_last(TrainConfig(memory_format="contiguous"), cpu)
     with pytest.raises(ArgumentError, match="--memory-format 'nhwc'"):
         use_channels_last(TrainConfig(memory_format="nhwc"), cpu)

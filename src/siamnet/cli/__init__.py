@@ -46,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SiamnetError as exc:  # raised by an argument's type= parser
+        print(f"siamnet: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     set_quiet(bool(getattr(args, "quiet", False)))
     try:
         return int(args.func(args) or 0)

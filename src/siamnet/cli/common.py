@@ -21,13 +21,15 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 def add_verb(subparsers: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
-    """A verb's parser whose ``--help`` ends with an example."""
-    return subparsers.add_parser(
+    """A verb's parser whose ``--help`` ends with an example and whose errors are one line."""
+    parser = subparsers.add_parser(
         name,
         help=help,
         description=f"{help}\n\nexample:\n  {example}",
         formatter_class=HelpFormatter,
     )
+    one_line_errors(parser)
+    return parser
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,35 @@ from siamnet.cli.common import (
     parse_image_size,
     parse_name_list,
 )
-from siamnet.presets import PRESETS
+from siamnet.presets import CHOICES, PRESETS, RUN_DEFAULTS
+
+
+class RegistryNames:
+    """The names in a registry, looked up only when argparse checks a value or prints ``--help``
+    (so that parsing a command line does not import torch for nothing)."""
+
+    def __init__(self, module: str, attribute: str) -> None:
+        self.module, self.attribute = module, attribute
+
+    def names(self) -> list[str]:
+        import importlib
+
+        return list(getattr(importlib.import_module(self.module), self.attribute))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def __iter__(self):
+        return iter(self.names())
+
+
+BACKBONE_NAMES = RegistryNames("siamnet.models.backbones", "BACKBONES")
+OBJECTIVE_NAMES = RegistryNames("siamnet.objectives", "OBJECTIVES")
+
+
+def default_of(name: str) -> str:
+    """``(default: VALUE)`` of a run-wide default, for a help text."""
+    return f"(default: {RUN_DEFAULTS[name]})"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a named recipe; flags override it "
         "(seed: the blog post exactly; koch: Koch et al. 2015)",
     )
-    m.add_argument("--model", help="seed-cnn, koch, conv4, conv4-map or resnet18")
+    m.add_argument(
+        "--model",
+        choices=BACKBONE_NAMES,
+        metavar="NAME",
+        help=f"the backbone: %(choices)s (default recipe: {PRESETS['default']['model']})",
+    )
     m.add_argument(
         "--pretrained",
         nargs="?",
@@ -56,17 +89,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="resnet18 only: start from torchvision's ImageNet weights, read from torch's hub "
         "cache (never downloaded) or from PATH; inputs get ImageNet's normalisation",
     )
-    m.add_argument("--loss", choices=["bce", "contrastive", "triplet", "proto"])
+    m.add_argument(
+        "--loss",
+        choices=OBJECTIVE_NAMES,
+        metavar="NAME",
+        help=f"the objective: %(choices)s (default recipe: {PRESETS['default']['loss']})",
+    )
     m.add_argument("--margin", type=float, help="margin of contrastive/triplet loss")
     m.add_argument(
         "--mining",
-        choices=["semihard", "hard"],
-        default="semihard",
-        help="triplet negatives mined in each batch",
+        choices=CHOICES["mining"],
+        help=f"triplet negatives mined in each batch {default_of('mining')}",
     )
     m.add_argument(
         "--pairs",
-        choices=["sampled", "batch"],
+        choices=CHOICES["pairs"],
         help="bce and contrastive: pairs drawn one by one as in the blog post (sampled), or every "
         "pair inside P×K batches of --batch-size images (batch; each image embedded once "
         "serves in many pairs)",
@@ -82,8 +119,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="classes per training episode (proto; default recipe 60, capped at the training "
         "classes; otherwise 20)",
     )
-    m.add_argument("--shots", type=int, default=1, help="support images per class (proto)")
-    m.add_argument("--queries", type=int, default=5, help="query images per class (proto)")
+    m.add_argument(
+        "--shots", type=int, help=f"support images per class (proto) {default_of('shots')}"
+    )
+    m.add_argument(
+        "--queries", type=int, help=f"query images per class (proto) {default_of('queries')}"
+    )
     m.add_argument(
         "--rotate-classes",
         action=argparse.BooleanOptionalAction,
@@ -93,13 +134,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     m.add_argument(
         "--temperature",
-        choices=["learned", "fixed"],
-        default="learned",
-        help="proto: a learned or a fixed (1) softmax temperature",
+        choices=CHOICES["temperature"],
+        help=f"proto: a learned or a fixed (1) softmax temperature {default_of('temperature')}",
     )
     m.add_argument(
         "--normalize",
-        choices=["raw", "unit", "standard"],
+        choices=CHOICES["normalize"],
         help="input scaling: raw 0..255, unit 0..1, standard per-channel mean/std",
     )
     o = p.add_argument_group("optimisation")
@@ -122,7 +162,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="pairs (bce, contrastive with --pairs sampled) or images (triplet, --pairs batch)",
     )
-    o.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    o.add_argument("--optimizer", choices=CHOICES["optimizer"])
     o.add_argument("--lr", type=float)
     o.add_argument("--momentum", type=float, help="SGD momentum")
     o.add_argument("--weight-decay", type=float)
@@ -133,7 +173,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     o.add_argument(
         "--augment",
-        choices=["none", "affine"],
+        choices=CHOICES["augment"],
         help="random affine distortions on the device (Koch et al.)",
     )
     o.add_argument(
@@ -142,36 +182,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="stop after this many epochs without better validation one-shot accuracy",
     )
     r = p.add_argument_group("run")
-    r.add_argument("--out", default="runs/default", help="run folder")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    r.add_argument("--out", help=f"run folder {default_of('out')}")
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run folder (only a siamnet run folder; the old run is kept "
+        "until the new one has written its first checkpoint)",
+    )
     r.add_argument(
         "--resume",
         metavar="RUN_DIR",
         help="continue a stopped run from last.pt with its own arguments (only --epochs, "
         "--time-budget, --patience, --device, --workers and --quiet may be given anew)",
     )
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    r.add_argument("--seed", type=int, help=default_of("seed"))
+    r.add_argument("--device", help=f"auto, cpu, cuda, cuda:N or mps {default_of('device')}")
     r.add_argument(
         "--workers",
         type=int,
-        default=0,
         help="CPU threads for computation (0: PyTorch's default); batches are drawn "
-        "on tensors in the training process, so no loader workers are needed",
+        f"on tensors in the training process, so no loader workers are needed "
+        f"{default_of('workers')}",
     )
     r.add_argument(
         "--amp",
-        choices=["auto", "off", "bf16", "fp16"],
-        default="auto",
+        choices=CHOICES["amp"],
         help="mixed precision of the training step (auto: bf16 on CUDA, and on CPUs with AMX "
-        "tiles, where it is faster; off elsewhere)",
+        f"tiles, where it is faster; off elsewhere) {default_of('amp')}",
     )
     r.add_argument("--compile", action="store_true", help="torch.compile the model")
     r.add_argument(
         "--memory-format",
-        choices=["auto", "channels-last", "contiguous"],
-        default="auto",
-        help="layout of convolution activations (auto: channels-last on CPU and CUDA)",
+        choices=CHOICES["memory_format"],
+        help="layout of convolution activations (auto: channels-last on CPU and CUDA) "
+        f"{default_of('memory_format')}",
     )
     r.add_argument("--json", action="store_true", help="print the final summary as JSON")
     add_quiet(r)
@@ -182,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     from siamnet.train import TrainConfig, fit
 
     fields = set(TrainConfig.__dataclass_fields__)
-    values = {k: v for k, v in vars(args).items() if k in fields}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     summary = fit(TrainConfig(**values))
     if not summary:  # not rank 0
         return 0

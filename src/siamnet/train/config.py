@@ -6,9 +6,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from siamnet.data.sources.builtin import DEFAULT_DATA, DEFAULT_HELD_OUT_CLASSES
 from siamnet.errors import SiamnetError
 from siamnet.objectives import OBJECTIVES
-from siamnet.presets import preset_values
+from siamnet.presets import RUN_DEFAULTS, preset_values
 
 
 class TrainingError(SiamnetError):
@@ -17,7 +18,9 @@ class TrainingError(SiamnetError):
 
 @dataclass
 class TrainConfig:
-    """Every training argument; ``None`` means "take it from the preset"."""
+    """Every training argument; ``None`` means "not given: take it from the preset" (or from
+    `siamnet.presets.RUN_DEFAULTS`, which every preset shares). `resolved` fills them in and
+    `validate` checks the whole configuration before anything touches the disk."""
 
     data: str | None = None
     test_data: str | None = None
@@ -41,51 +44,53 @@ class TrainConfig:
     augment: str | None = None
     normalize: str | None = None
     margin: float | None = None
-    mining: str = "semihard"
+    mining: str | None = None
     pairs: str | None = None
     examples_per_class: int | None = None
     ways: int | None = None
-    shots: int = 1
-    queries: int = 5
-    temperature: str = "learned"
+    shots: int | None = None
+    queries: int | None = None
+    temperature: str | None = None
     rotate_classes: bool | str | None = None
     koch_init: bool | None = None
     pretrained: str | None = None
-    val_fraction: float = 0.15
-    val_classes_fraction: float = 0.2
-    val_pairs: int = 2000
-    val_episodes: int = 300
-    val_ways: int = 20
+    val_fraction: float | None = None
+    val_classes_fraction: float | None = None
+    val_pairs: int | None = None
+    val_episodes: int | None = None
+    val_ways: int | None = None
     patience: int | None = None
     log_every: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 0
-    amp: str = "auto"
+    seed: int | None = None
+    device: str | None = None
+    workers: int | None = None
+    amp: str | None = None
     compile: bool = False
-    memory_format: str = "auto"
-    out: str = "runs/default"
+    memory_format: str | None = None
+    out: str | None = None
     overwrite: bool = False
     resume: str | None = None
     quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> TrainConfig:
-        """A copy with every ``None`` filled from the preset (given values win)."""
-        values = preset_values(self.preset)
+        """A copy with every ``None`` filled from the preset, then from `RUN_DEFAULTS` (given
+        values win)."""
         out = dataclasses.replace(self)
-        for key, value in values.items():
+        for key, value in {**RUN_DEFAULTS, **preset_values(self.preset)}.items():
             if getattr(out, key, None) is None:
                 setattr(out, key, value)
         if out.data is None:
-            out.data = "digits"
+            out.data = DEFAULT_DATA
             if out.eval_classes is None and out.eval_fraction is None and self.preset != "seed":
-                out.eval_classes = ["6", "7", "8", "9"]
+                out.eval_classes = list(DEFAULT_HELD_OUT_CLASSES)
         objective = OBJECTIVES.get(out.loss) if isinstance(out.loss, str) else None
-        if out.rotate_classes is None and self.preset in (None, "default"):
+        if out.rotate_classes is None:
             # part of the default recipe where the objective was measured with it, and only on
             # data with enough classes ("auto": decided by prepare_data; bench/RESULTS.md)
-            rotates = bool(objective and objective.rotate_classes_by_default)
+            rotates = self.preset in (None, "default") and bool(
+                objective and objective.rotate_classes_by_default
+            )
             out.rotate_classes = "auto" if rotates else False
         if out.margin is None:
             out.margin = objective.default_margin if objective else 0.2
@@ -98,21 +103,24 @@ class TrainConfig:
                 out.time_budget = 0.0
             if self.patience is None:
                 out.patience = 0
-        for name, default in (
-            ("patience", 0),
-            ("time_budget", 0.0),
-            ("momentum", 0.9),
-            ("log_every", 0),
-            ("rotate_classes", False),
-            ("koch_init", False),
-            ("momentum_ramp_epochs", 0),
-            ("pairs", "sampled"),
-            ("examples_per_class", 4),
-            ("ways", 20),
-        ):
-            if getattr(out, name) is None:
-                setattr(out, name, default)
         return out
+
+    def validate(self) -> TrainConfig:
+        """Check a resolved configuration whole (names against the registries, schedules
+        parsed, numbers in range, the output folder usable) and return it; the first problem
+        is raised as a one-line `ArgumentError` naming its flag. Reads and writes nothing."""
+        from siamnet.train.checks import check_config
+
+        check_config(self)
+        return self
+
+    def given(self) -> dict[str, Any]:
+        """The arguments that were set (not ``None``, flags not ``False``), by name."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "extra" and getattr(self, f.name) not in (None, False)
+        }
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -31,7 +31,6 @@ from siamnet.distributed import (
     mean_over_ranks,
     shutdown,
 )
-from siamnet.errors import ArgumentError
 from siamnet.fileio import atomic_write_text
 from siamnet.objectives import Objective, get_objective, register_objective
 from siamnet.train.config import TrainConfig
@@ -44,13 +43,14 @@ from siamnet.train.model import (
 )
 from siamnet.train.optim import build_optimizer, plateau_scale, set_epoch_hyperparameters
 from siamnet.train.rundir import (
+    RunFolder,
     RunState,
     _log_tensorboard,
     _restore,
     config_for_resume,
     draw_curves,
     metadata_for,
-    prepare_run_dir,
+    run_folder,
     training_state,
     write_metrics_csv,
 )
@@ -69,6 +69,7 @@ def fit(config: TrainConfig, objective: Objective | None = None) -> dict[str, An
         register_objective(objective)
         config = dataclasses.replace(config, loss=objective.name)
     cfg = config_for_resume(config) if config.resume else config.resolved()
+    cfg.validate()  # every argument, before anything is read or written
     device = resolve_device(cfg.device)
     info = init_distributed(device)
     device = device_for_rank(device, info)
@@ -81,14 +82,23 @@ def fit(config: TrainConfig, objective: Objective | None = None) -> dict[str, An
 def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, Any]:
     if cfg.workers > 0:
         torch.set_num_threads(cfg.workers)
-    for name in ("epochs", "steps_per_epoch", "batch_size"):
-        if int(getattr(cfg, name)) < 1:
-            raise ArgumentError(f"--{name.replace('_', '-')} must be at least 1")
-    objective = get_objective(cfg.loss)  # an unknown loss is refused before anything is read
+    objective = get_objective(cfg.loss)
     pretrained_weights(cfg)
     data = prepare_data(cfg)
     keep_freed_memory()  # after loading, whose parsing garbage is handed back to the OS
-    run_dir = prepare_run_dir(cfg, info)
+    with run_folder(cfg, info) as folder:
+        return _train(cfg, device, info, objective, data, folder)
+
+
+def _train(
+    cfg: TrainConfig,
+    device: torch.device,
+    info: DistInfo,
+    objective: Objective,
+    data: TrainData,
+    folder: RunFolder,
+) -> dict[str, Any]:
+    run_dir = folder.path
     generators = {
         "sample": torch.Generator().manual_seed(cfg.seed * 1_000_003 + info.rank),
         "augment": torch.Generator().manual_seed(cfg.seed * 1_000_033 + 7 + info.rank),
@@ -172,6 +182,7 @@ def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, An
                 meta,
                 training_state(optimizer, scaler, generators, state),
             )
+            folder.keep_new()  # the new run has a checkpoint: an old one it replaces goes
             write_metrics_csv(run_dir / "metrics.csv", state.history)
             _log_tensorboard(run_dir, row)
             draw_curves(run_dir, objective)

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from siamnet.errors import ArgumentError
 from siamnet.fileio import atomic_write_text, remove_stale_temps
 from siamnet.models.siamese import SiameseNet
 from siamnet.objectives import Objective, get_objective
+from siamnet.outpaths import check_output_dir
+from siamnet.train.checks import flag
 from siamnet.train.config import TrainConfig, TrainingError
 from siamnet.train.data import TrainData
 
@@ -112,27 +116,102 @@ def training_state(
 
 #: The files a run folder holds that training rewrites (atomically, through temporaries).
 RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "curves.png", "summary.json")
+#: What else a run folder may hold: TensorBoard's logs, and ``evaluate --figures`` put inside.
+RUN_EXTRAS = ("tensorboard", "figures")
 
 
-def prepare_run_dir(cfg: TrainConfig, info: DistInfo) -> Path:
-    """Create the run folder; refuse to overwrite one that has files unless ``--overwrite``."""
+def check_run_dir(cfg: TrainConfig) -> None:
+    """Refuse an ``--out`` folder that training could not use or must not replace, before
+    anything is written: a file, a folder above (or equal to) the current one, a non-empty
+    folder without ``--overwrite``, or with it one that is not a siamnet run folder."""
+    if cfg.resume:
+        return
     run_dir = Path(cfg.out)
+    check_output_dir(run_dir, "--out")
+    if run_dir.is_symlink():
+        raise ArgumentError(f"--out {run_dir}: is a symbolic link; give the folder itself")
+    here = Path.cwd().resolve()
+    if run_dir.resolve() == here or run_dir.resolve() in here.parents:
+        raise ArgumentError(
+            f"--out {run_dir}: the current folder or one above it cannot be a run folder"
+        )
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    if not cfg.overwrite:
+        raise ArgumentError(
+            f"--out {run_dir}: folder exists and is not empty; pass --overwrite to replace "
+            f"it or --resume {run_dir} to continue it"
+        )
+    foreign = sorted(
+        p.name
+        for p in run_dir.iterdir()
+        if p.name not in RUN_FILES + RUN_EXTRAS and not p.name.startswith(".")
+    )
+    if foreign or not any((run_dir / name).exists() for name in RUN_FILES):
+        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise ArgumentError(
+            f"--out {run_dir}: not a siamnet run folder"
+            + (f" (it holds {shown})" if foreign else "")
+            + "; --overwrite replaces only run folders: choose another --out"
+        )
+
+
+class RunFolder:
+    """The run folder of a new run. With ``--overwrite`` the old run is moved aside, not
+    deleted, until the new run has written its first checkpoint (`keep_new`); a run that
+    fails before that puts the old one back (`restore_old`)."""
+
+    def __init__(self, path: Path, replaced: Path | None) -> None:
+        self.path = path
+        self.replaced = replaced
+
+    def keep_new(self) -> None:
+        """The new run has something to show: delete the old one for good."""
+        if self.replaced is not None:
+            shutil.rmtree(self.replaced, ignore_errors=True)
+            self.replaced = None
+
+    def restore_old(self) -> None:
+        """The new run failed before its first checkpoint: put the old run back."""
+        if self.replaced is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            os.replace(self.replaced, self.path)
+            self.replaced = None
+
+
+@contextlib.contextmanager
+def run_folder(cfg: TrainConfig, info: DistInfo) -> Iterator[RunFolder]:
+    """Prepare the run folder (`prepare_run_dir`) for the training inside the block; an old
+    run it replaces comes back if the block fails before `RunFolder.keep_new`."""
+    folder = prepare_run_dir(cfg, info)
+    try:
+        yield folder
+    except BaseException:
+        if info.is_main:
+            folder.restore_old()
+        raise
+    if info.is_main:
+        folder.keep_new()
+
+
+def prepare_run_dir(cfg: TrainConfig, info: DistInfo) -> RunFolder:
+    """Create the run folder, moving an old run aside with ``--overwrite`` (checked by
+    `check_run_dir` first); on ``--resume``, clear temporaries of a writer killed mid-write."""
+    run_dir = Path(cfg.out)
+    replaced = None
     if cfg.resume:
         if info.is_main:  # temporaries of a writer killed mid-write (never the live files)
             remove_stale_temps(run_dir, unmarked_for=RUN_FILES)
         barrier(info)
-        return run_dir
+        return RunFolder(run_dir, None)
     if info.is_main:
-        if run_dir.exists() and any(run_dir.iterdir()):
-            if not cfg.overwrite:
-                raise ArgumentError(
-                    f"--out {run_dir}: folder exists and is not empty; pass --overwrite to replace "
-                    f"it or --resume {run_dir} to continue it"
-                )
-            shutil.rmtree(run_dir)
+        check_run_dir(cfg)
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            replaced = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}")
+            os.replace(run_dir, replaced)
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
-    return run_dir
+    return RunFolder(run_dir, replaced)
 
 
 #: What ``--resume`` may change: how much longer the run goes on, and where and how quietly
@@ -159,32 +238,27 @@ def config_for_resume(cfg: TrainConfig) -> TrainConfig:
             "may change): start a new run with --out to change them"
         )
     resumed.resume, resumed.out = cfg.resume, cfg.resume
-    for name in RESUME_MAY_CHANGE:
-        given = getattr(cfg, name)
-        if given is not None and given != getattr(TrainConfig, name, None):
-            setattr(resumed, name, given)
-    resumed.device, resumed.quiet = cfg.device, cfg.quiet
-    return resumed
+    for name, value in cfg.given().items():
+        if name in RESUME_MAY_CHANGE:
+            setattr(resumed, name, value)
+    resumed.quiet = cfg.quiet
+    return resumed.resolved()
 
 
 def resume_conflicts(given: TrainConfig, stored: TrainConfig) -> list[str]:
-    """``--flag VALUE differs from the run's STORED`` for each argument of `given` that was set
-    (differs from the dataclass default) and differs from `stored`."""
-    defaults = TrainConfig()
+    """``--flag VALUE differs from the run's STORED`` for each argument given in `given`
+    (`TrainConfig.given`) that differs from the run's stored, resolved value."""
     out = []
     if given.overwrite:
         out.append("--overwrite cannot be combined with it")
-    if given.out != defaults.out and Path(given.out).resolve() != Path(given.resume).resolve():
+    if given.out is not None and Path(given.out).resolve() != Path(given.resume).resolve():
         out.append(f"--out {given.out} differs from the run's own folder")
-    skip = {*RESUME_MAY_CHANGE, "resume", "out", "overwrite", "extra"}
-    for f in dataclasses.fields(TrainConfig):
-        value = getattr(given, f.name)
-        if f.name in skip or value is None or value == getattr(defaults, f.name):
+    skip = {*RESUME_MAY_CHANGE, "resume", "out", "overwrite"}
+    for name, value in given.given().items():
+        if name in skip or value == getattr(stored, name):
             continue
-        if value != getattr(stored, f.name):
-            flag = "--" + f.name.replace("_", "-")
-            shown = ",".join(value) if isinstance(value, list) else value
-            out.append(f"{flag} {shown} differs from the run's {getattr(stored, f.name)}")
+        shown = ",".join(value) if isinstance(value, list) else value
+        out.append(f"{flag(name)} {shown} differs from the run's {getattr(stored, name)}")
     return out
 
 

@@ -14,6 +14,11 @@ from siamnet.data.labeled import LabeledImages
 from siamnet.data.sources import resize_images
 from siamnet.images import check_image_size
 
+#: The data `siamnet train` uses when no ``--data`` is given, and the classes it then holds out
+#: of training for one-shot testing (digits 6-9, as the demo measures one-shot accuracy).
+DEFAULT_DATA = "digits"
+DEFAULT_HELD_OUT_CLASSES = ("6", "7", "8", "9")
+
 #: Fraction of each class in the test split, and the seed of the fixed split.
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0
