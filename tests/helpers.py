@@ -68,6 +68,7 @@ def digits_metadata(classes: list[str], **args) -> dict:
         "classes": classes,
         "threshold": -0.5,
         "threshold_source": "default",
+        "default_threshold": [-0.5, "distance 0.5, half the contrastive margin"],
         "unseen_classes": [],
         "training_args": {"data": "digits", "seed": 0, "margin": 1.0, **args},
     }

@@ -85,7 +85,11 @@ def _train(loss: str, steps: int, seed: int, batch: int) -> SiameseNet:
 
 def shapes_spec(loss: str) -> ModelSpec:
     return ModelSpec(
-        model="seed-cnn", loss=loss, image_size=(SIZE, SIZE), embedding_norm=loss != "bce"
+        model="seed-cnn",
+        loss=loss,
+        head="l1" if loss == "bce" else "euclidean",
+        image_size=(SIZE, SIZE),
+        embedding_norm=loss != "bce",
     )
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,8 @@ from siamnet.objectives import (
     get_objective,
 )
 from siamnet.train import BatchMaker, TrainConfig, compute_loss, fit
+
+from helpers import ENV
 
 os.environ["SIAMNET_NO_TENSORBOARD"] = "1"
 
@@ -76,7 +80,6 @@ def test_objectives_name_their_head_normalisation_and_curve_label():
     assert table["contrastive"] == ("euclidean", True, "train batches (pairs)")
     assert table["triplet"] == ("euclidean", True, "train batches (nearest neighbour)")
     assert table["proto"] == ("euclidean", False, "train episodes (queries)")
-    assert ModelSpec(loss="proto").head == "euclidean"
     assert TrainConfig(loss="contrastive").resolved().margin == 1.0
     assert TrainConfig(loss="triplet").resolved().margin == 0.2
     assert TrainConfig().resolved().rotate_classes == "auto"  # the default recipe, proto
@@ -121,3 +124,56 @@ def test_a_users_own_objective_trains_through_fit_and_its_checkpoint_loads(tmp_p
     args = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert args["loss"] == "cosine-contrastive"
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+
+
+#: Run in a fresh interpreter, where the user's objective was never defined nor registered:
+#: the checkpoint loads, evaluates, compares and answers the service's /compare.
+FRESH_PROCESS = """
+import sys
+from fastapi.testclient import TestClient
+from siamnet.checkpoint import load_checkpoint
+from siamnet.data.registry import load_dataset
+from siamnet.evaluate import evaluate_checkpoint
+from siamnet.objectives import OBJECTIVES
+from siamnet.serve.app import create_app
+from siamnet.serve.service import png_bytes
+
+run = sys.argv[1]
+assert "cosine-contrastive" not in OBJECTIVES
+ckpt = load_checkpoint(run + "/best.pt")
+report = evaluate_checkpoint(ckpt, load_dataset("digits"), episodes=20, pairs=200).report
+assert report["model"]["head"] == "cosine", report["model"]
+assert report["verification"], report
+images = load_dataset("digits").train.images
+files = {"a": ("a.png", png_bytes(images[0])), "b": ("b.png", png_bytes(images[1]))}
+app = create_app(run + "/best.pt", allowed_hosts=["testserver"])
+answer = TestClient(app).post("/compare", files=files)
+assert answer.status_code == 200, answer.text
+print("ok", answer.json()["score"])
+"""
+
+
+def test_a_checkpoint_of_ones_own_objective_needs_no_registration_to_be_used(tmp_path):
+    cfg = TrainConfig(
+        model="seed-cnn",
+        epochs=1,
+        steps_per_epoch=3,
+        batch_size=16,
+        val_pairs=200,
+        val_episodes=20,
+        out=str(tmp_path / "run"),
+        quiet=True,
+        device="cpu",
+    )
+    fit(cfg, objective=CosineContrastive())
+    meta = load_checkpoint(tmp_path / "run" / "best.pt").metadata
+    assert meta["default_threshold"][0] == 0.0  # the cosine head's, recorded at training
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok ")

@@ -39,7 +39,6 @@ from siamnet.fileio import save_torch
 from siamnet.models.backbones import BACKBONES
 from siamnet.models.heads import HEADS
 from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
-from siamnet.objectives import OBJECTIVES
 
 FORMAT = "siamnet-checkpoint"
 FORMAT_VERSION = 1
@@ -171,10 +170,17 @@ PAYLOAD_FIELDS: Rules = {
     "model": ("a state_dict (parameter names mapped to tensors)", _is_state_dict),
     "training": ("an object holding the training state", or_none(is_dict)),
 }
+
+
+def _is_default_threshold(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and is_number(value[0]) and is_str(value[1])
+
+
 METADATA_FIELDS: Rules = {
     "model_spec": ("an object describing the model", is_dict),
     "threshold": ("a number or null", or_none(is_number)),
     "threshold_source": ("a string or null", or_none(is_str)),
+    "default_threshold": ("[threshold, meaning] or null", or_none(_is_default_threshold)),
     "classes": ("a list of class names or null", or_none(list_of(_is_class_name))),
     "unseen_classes": ("a list of class names or null", or_none(list_of(_is_class_name))),
     "siamnet_version": ("a string", is_str),
@@ -185,13 +191,13 @@ METADATA_FIELDS: Rules = {
 }
 MODEL_SPEC_FIELDS: Rules = {
     "model": ("the name of a backbone", lambda v: is_str(v) and bool(v)),
-    "loss": (f"one of {', '.join(OBJECTIVES)}", lambda v: is_str(v) and v in OBJECTIVES),
+    "loss": ("the name of the objective it was trained with", lambda v: is_str(v) and bool(v)),
     "in_channels": ("1 or 3 (image channels)", lambda v: is_int(v) and v in (1, 3)),
     "image_size": (
         f"[height, width], two whole numbers from 1 to {MAX_IMAGE_SIDE}",
         _is_image_size,
     ),
-    "head": (f'one of {", ".join(HEADS)} (or "")', lambda v: is_str(v) and v in {"", *HEADS}),
+    "head": (f"one of {', '.join(HEADS)}", lambda v: is_str(v) and v in HEADS),
     "normalization": ("an object with scale, mean and std", is_dict),
     "embedding_norm": ("true or false", is_bool),
     "learned_temperature": ("true or false", is_bool),

@@ -137,6 +137,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "memory_format": ("auto", "channels-last", "contiguous"),
 }
 
+#: The evaluation protocol's defaults (`siamnet evaluate`): fixed verification pairs, episodes
+#: per N and K, and their seed. Training's final summary draws the same pairs and episodes, so
+#: that it and `siamnet evaluate` report the same figures for the same model and task.
+EVAL_PAIRS, EVAL_EPISODES, EVAL_SEED = 10000, 1000, 0
+
 PRESETS: dict[str, dict[str, Any]] = {
     "default": DEFAULT,
     "seed": SEED,

@@ -31,7 +31,7 @@ def test_evaluation_data_prefers_unseen_classes_then_the_test_split():
 
 
 def test_validation_data_is_the_split_training_held_out():
-    cfg = TrainConfig(data="digits", eval_classes=DIGITS_UNSEEN, seed=3)
+    cfg = TrainConfig(data="digits", eval_classes=DIGITS_UNSEEN, seed=3).resolved()
     trained = prepare_data(cfg)
     meta = digits_metadata(trained.train.classes, **cfg.to_json())
     val = validation_data(load_dataset("digits"), meta)

@@ -18,23 +18,27 @@ from siamnet.evaluate import (
     format_evaluation,
 )
 from siamnet.models.siamese import ModelSpec, build_model
+from siamnet.objectives import get_objective
 
 from helpers import DIGITS_UNSEEN, digits_metadata
 
 
-def test_default_thresholds_per_head():
+def test_default_thresholds_per_head_or_as_training_recorded_them():
     assert default_threshold({"model_spec": {"head": "l1"}})[0] == 0.5
     assert default_threshold({"model_spec": {"head": "cosine"}})[0] == 0.0
+    # a contrastive-trained distance: the objective's rule, recorded in the checkpoint at
+    # training (`rundir.metadata_for`), read here without consulting any objective
+    objective = get_objective("contrastive")
+    recorded = list(objective.default_threshold(2.0))
     value, words = default_threshold(
-        {
-            "model_spec": {"head": "euclidean", "loss": "contrastive"},
-            "training_args": {"margin": 2.0},
-        }
+        {"model_spec": {"head": "euclidean", "loss": "contrastive"}, "default_threshold": recorded}
     )
     assert value == -1.0 and "distance 1" in words
     # triplet and proto set no scale for the distance: no default, only a calibrated threshold
     for loss in ("triplet", "proto"):
-        assert default_threshold({"model_spec": {"head": "euclidean", "loss": loss}}) is None
+        assert get_objective(loss).default_threshold(0.2) is None
+        meta = {"model_spec": {"head": "euclidean", "loss": loss}, "default_threshold": None}
+        assert default_threshold(meta) is None
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ def _seed():
     [("bce", "l1"), ("contrastive", "euclidean"), ("triplet", "euclidean"), ("proto", "euclidean")],
 )
 def test_each_loss_builds_its_head_and_pairs_score_per_pair(loss, head):
-    model = build_model(ModelSpec(model="seed-cnn", loss=loss))
+    model = build_model(ModelSpec(model="seed-cnn", loss=loss, head=head))
     assert model.head.kind == head
     a = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
     b = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)

@@ -133,7 +133,7 @@ def test_episodes(tmp_path):
 
 def test_evaluation_figures_of_a_checkpoint(tmp_path):
     torch.manual_seed(0)
-    spec = ModelSpec(model="seed-cnn", loss="bce")
+    spec = ModelSpec(model="seed-cnn", loss="bce", head="l1")
     meta = {
         "model_spec": spec.to_dict(),
         "classes": ["0", "1", "2", "3", "4", "5"],

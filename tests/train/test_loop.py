@@ -294,7 +294,7 @@ def test_koch_preset_follows_the_paper_and_trains(tmp_path):
     assert cfg.patience == 20 and cfg.schedule == "exp:0.99" and cfg.koch_init
     from siamnet.models.siamese import ModelSpec, build_model
 
-    model = build_model(ModelSpec(model="koch", loss="bce", image_size=(28, 28)))
+    model = build_model(ModelSpec(model="koch", loss="bce", head="l1", image_size=(28, 28)))
     optimizer = build_optimizer(cfg, model)
     assert len(optimizer.param_groups) == 6  # conv1..conv4, fc 4096, the L1 head
     set_epoch_hyperparameters(cfg, optimizer, 0)

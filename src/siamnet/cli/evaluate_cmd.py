@@ -10,6 +10,7 @@ from typing import Any
 
 from siamnet.cli.common import NO_DEFAULT, add_quiet, add_verb, one_line_errors, parse_name_list
 from siamnet.errors import ArgumentError
+from siamnet.presets import EVAL_EPISODES, EVAL_PAIRS, EVAL_SEED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +29,7 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "--figures figs/",
     )
     add_checkpoint_and_data(p)
-    p.add_argument("--pairs", type=int, default=10000, help="fixed verification pairs")
+    p.add_argument("--pairs", type=int, default=EVAL_PAIRS, help="fixed verification pairs")
     p.add_argument(
         "--ways",
         nargs="+",
@@ -45,8 +46,8 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         help=f"K support images per class (default: 1 5){NO_DEFAULT}",
     )
     p.add_argument("--queries", type=int, default=1, help="query images per class and episode")
-    p.add_argument("--episodes", type=int, default=1000, help="episodes per N and K")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pairs and episodes")
+    p.add_argument("--episodes", type=int, default=EVAL_EPISODES, help="episodes per N and K")
+    p.add_argument("--seed", type=int, default=EVAL_SEED, help="seed of the pairs and episodes")
     p.add_argument(
         "--json",
         metavar="FILE",

@@ -260,5 +260,19 @@ def format_summary(s: dict) -> str:
             f"chance {1 / o['ways']:.3f})"
         )
         lines.append(f"pair accuracy on unseen classes: {s['unseen_pair_acc']:.4f}")
-    lines.append(f"threshold: {s['threshold']:.4f} (calibrated on validation pairs)")
+    lines.append(
+        f"threshold: {s['threshold']:.4f} (best accuracy on validation pairs of "
+        f"{s['threshold_tuned_on']})"
+    )
+    if "unseen_far" in s:
+        lines.append(
+            f"at this threshold on unseen classes: false accepts {s['unseen_far']:.3f}, "
+            f"false rejects {s['unseen_frr']:.3f}"
+        )
+    if s.get("val_protocol") != "held-out classes":
+        lines.append(
+            "note: the threshold was tuned on classes seen in training; before comparing "
+            f"images of new classes, calibrate it on them: siamnet calibrate {s['run']} "
+            "--data NEW_CLASSES"
+        )
     return "\n".join(lines)

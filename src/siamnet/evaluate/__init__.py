@@ -47,6 +47,9 @@ from siamnet.evaluate.metrics import (
     verification_report,
 )
 from siamnet.evaluate.protocol import (
+    EVAL_EPISODES,
+    EVAL_PAIRS,
+    EVAL_SEED,
     Evaluation,
     calibrate_checkpoint,
     default_threshold,
@@ -66,6 +69,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "EVAL_EPISODES",
+    "EVAL_PAIRS",
+    "EVAL_SEED",
     "embed_images",
     "embedding_batch_size",
     "DEFAULT_SHOTS",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -85,11 +87,14 @@ def training_classes(metadata: dict[str, Any]) -> list[str]:
 def evaluation_data(
     dataset: Dataset, metadata: dict[str, Any], eval_classes: Sequence[str] | None = None
 ) -> EvaluationData:
-    """The examples to evaluate a checkpoint on: `eval_classes` when given; else the data's
+    """The examples to evaluate a checkpoint on: `eval_classes` when given; data other than
+    the training data whole (its classes said seen or unseen); else the training data's
     classes never seen in training (all splits); else, when every class was seen, the test
     split (or, with none, the examples training held out for validation)."""
     every_class = class_names(dataset)
     trained = set(training_classes(metadata))
+    if not eval_classes and not is_training_data(dataset, metadata):
+        return whole_data(dataset, trained)
     if eval_classes:
         names = list(dict.fromkeys(str(c) for c in eval_classes))
         if len(names) < 2:
@@ -142,6 +147,38 @@ def evaluation_data(
         "training and the data has no test split)",
         False,
         ["these examples may have been trained on: the figures are optimistic"],
+    )
+
+
+def is_training_data(dataset: Dataset, metadata: dict[str, Any]) -> bool:
+    """Whether `dataset` is the data the checkpoint was trained on (same name, or the same
+    file or folder)."""
+    spec = (metadata.get("training_args") or {}).get("data")
+    if not spec:
+        return False
+    if str(spec) == dataset.name:
+        return True
+    trained_on, given = Path(os.path.expanduser(str(spec))), Path(os.path.expanduser(dataset.name))
+    return trained_on.exists() and given.exists() and trained_on.resolve() == given.resolve()
+
+
+def whole_data(dataset: Dataset, trained: set[str]) -> EvaluationData:
+    """Every example of data other than the training data, saying how many of its classes
+    training saw."""
+    data = merge_splits(dataset)
+    seen = [c for c in data.classes if c in trained]
+    unseen = [c for c in data.classes if c not in trained]
+    if not seen:
+        which = f"all {len(unseen)} classes never seen in training"
+    elif not unseen:
+        which = f"all {len(seen)} classes seen in training (new examples of known classes)"
+    else:
+        which = f"{len(unseen)} classes never seen in training and {len(seen)} seen"
+    return EvaluationData(
+        data,
+        f"all {len(data)} examples of '{dataset.name}': {which}",
+        not seen,
+        [f"seen in training: {_names(seen)}"] if seen and unseen else [],
     )
 
 

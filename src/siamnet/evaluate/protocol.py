@@ -28,24 +28,27 @@ from siamnet.evaluate.metrics import (
 )
 from siamnet.models.embed import embed_images
 from siamnet.models.heads import HEADS
-from siamnet.objectives import OBJECTIVES
+from siamnet.presets import EVAL_EPISODES, EVAL_PAIRS, EVAL_SEED
 
 
 def default_threshold(metadata: dict[str, Any]) -> tuple[float, str] | None:
-    """The fixed threshold a head has before calibration, and what it means in words:
-    probability 0.5 (``l1``), cosine 0, half the margin for a contrastive-trained distance.
-
-    None where the objective sets no scale for the distance (triplet, proto): only a calibrated
-    threshold means anything there.
-    """
+    """The fixed threshold a model has before calibration, and what it means in words, as
+    training recorded it: probability 0.5 (``l1``), cosine 0, half the margin for a
+    contrastive-trained distance. None where the objective sets no scale for the distance
+    (triplet, proto): only a calibrated threshold means anything there."""
+    recorded = metadata.get("default_threshold")
+    if recorded:
+        return float(recorded[0]), str(recorded[1])
     head = HEADS.get(metadata["model_spec"].get("head") or "")
-    if head is not None and head.default_threshold is not None:
-        return head.default_threshold
-    args = metadata.get("training_args") or {}
-    objective = OBJECTIVES.get(metadata["model_spec"].get("loss") or args.get("loss"))
-    if objective is None:
-        return None
-    return objective.default_threshold(float(args.get("margin") or objective.default_margin))
+    return head.default_threshold if head is not None else None
+
+
+def tuned_on_seen_classes(metadata: dict[str, Any]) -> bool:
+    """Whether training tuned the checkpoint's threshold on examples of its own training
+    classes (validation held out examples, not classes) and no calibration replaced it."""
+    return metadata.get("val_protocol") not in (None, "held-out classes") and not metadata.get(
+        "calibration"
+    )
 
 
 @dataclass
@@ -70,17 +73,23 @@ def evaluate_checkpoint(
     dataset: Dataset,
     *,
     eval_classes: Sequence[str] | None = None,
-    pairs: int = 10000,
+    pairs: int = EVAL_PAIRS,
     ways: Sequence[int] = DEFAULT_WAYS,
     shots: Sequence[int] = DEFAULT_SHOTS,
     queries: int = 1,
-    episodes: int = 1000,
-    seed: int = 0,
+    episodes: int = EVAL_EPISODES,
+    seed: int = EVAL_SEED,
 ) -> Evaluation:
     """Verification on `pairs` fixed pairs and N-way K-shot accuracy of a checkpoint on the
     evaluation examples `evaluation_data` picks; ``.report`` is a JSON-ready dict."""
     check_compatible(ckpt, dataset)
     chosen = evaluation_data(dataset, ckpt.metadata, eval_classes)
+    if chosen.unseen and tuned_on_seen_classes(ckpt.metadata):
+        chosen.notes.append(
+            "the calibrated threshold was tuned on classes seen in training (the data had too "
+            "few classes to hold some out); its FAR and FRR below are what it does on these "
+            "new classes: calibrate on them before using it"
+        )
     model = ckpt.model
     device = next(model.parameters()).device
     emb = embed_images(model, chosen.data.images, device=device)

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from siamnet.errors import ArgumentError, CheckpointError
 from siamnet.models.backbones import build_backbone
-from siamnet.models.heads import PairHead, build_head
+from siamnet.models.heads import HEADS, PairHead, build_head
 
 
 class Normalizer(nn.Module):
@@ -41,7 +41,7 @@ class ModelSpec:
     loss: str = "bce"
     in_channels: int = 1
     image_size: tuple[int, int] = (28, 28)
-    head: str = ""
+    head: str = "euclidean"
     normalization: dict[str, Any] = field(
         default_factory=lambda: {"scale": 255.0, "mean": [0.0], "std": [1.0]}
     )
@@ -49,11 +49,10 @@ class ModelSpec:
     learned_temperature: bool = False
 
     def __post_init__(self) -> None:
-        # imported here: objectives sit above models (they use the losses and the samplers)
-        from siamnet.objectives import get_objective
-
-        objective = get_objective(self.loss)  # an unknown loss is refused here
-        self.head = self.head or objective.head
+        # ``loss`` only records how the model was trained: rebuilding it needs no objective
+        # (a checkpoint of one's own objective loads anywhere), so the head must be named
+        if self.head not in HEADS:
+            raise ArgumentError(f"head {self.head!r}: expected one of {', '.join(HEADS)}")
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
 
     def to_dict(self) -> dict[str, Any]:

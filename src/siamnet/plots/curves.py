@@ -14,7 +14,6 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from siamnet.errors import DataError  # noqa: E402
 from siamnet.fileio import atomic_path  # noqa: E402
-from siamnet.objectives import OBJECTIVES  # noqa: E402
 
 
 def read_metrics(path: str | os.PathLike[str]) -> dict[str, list[float]]:
@@ -50,6 +49,8 @@ def plot_training_curves(
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
     axes[0].plot(epochs, m["train_loss"], marker="o", color="tab:blue")
     axes[0].set_title("training loss")
+    from siamnet.objectives import OBJECTIVES  # only to name a run's training accuracy
+
     train_label = accuracy_label or (
         OBJECTIVES[loss].accuracy_label if loss in OBJECTIVES else "train batches"
     )
@@ -58,8 +59,11 @@ def plot_training_curves(
     axes[1].set_title("accuracy")
     axes[1].legend(loc="lower right")
     ways = int(max(m.get("val_oneshot_ways", [0]) or [0]))
-    axes[2].plot(epochs, m["val_oneshot_acc"], marker="o", color="tab:green")
-    axes[2].set_title(f"validation {ways}-way one-shot accuracy" if ways else "validation accuracy")
+    chosen = m["val_oneshot_acc"] if ways else m["val_pair_acc"]  # no episode possible: pairs
+    axes[2].plot(epochs, chosen, marker="o", color="tab:green")
+    axes[2].set_title(
+        f"validation {ways}-way one-shot accuracy" if ways else "validation pair accuracy"
+    )
     if ways:
         axes[2].axhline(1.0 / ways, color="grey", linestyle=":", label="chance")
         axes[2].legend(loc="lower right")

@@ -55,7 +55,7 @@ from siamnet.train.rundir import (
     write_metrics_csv,
 )
 from siamnet.train.step import BatchMaker, train_epoch
-from siamnet.train.validation import finish, test_pair_accuracy, validate
+from siamnet.train.validation import finish, selection_score, test_pair_accuracy, validate
 
 
 def fit(config: TrainConfig, objective: Objective | None = None) -> dict[str, Any]:
@@ -156,9 +156,10 @@ def _train(
                 **val,
             }
             state.history.append(row)
-            improved = val["val_oneshot_acc"] > state.best_score
+            score = selection_score(val)
+            improved = score > state.best_score
             if improved:
-                state.best_score, state.best_epoch = val["val_oneshot_acc"], epoch + 1
+                state.best_score, state.best_epoch = score, epoch + 1
                 state.epochs_without_improvement = 0
             else:
                 state.epochs_without_improvement += 1
@@ -173,7 +174,7 @@ def _train(
                 "threshold_source": "best accuracy on validation pairs",
                 "validation": val,
             }
-            meta = metadata_for(cfg, model, data, extra)
+            meta = metadata_for(cfg, model, data, objective, extra)
             if improved:
                 save_checkpoint(run_dir / "best.pt", model, meta)
             save_checkpoint(
@@ -243,9 +244,10 @@ def _announce(cfg: TrainConfig, data: TrainData, device: torch.device, info: Dis
 def _epoch_line(row: dict[str, Any], cfg: TrainConfig) -> str:
     ways = row.get("val_oneshot_ways", 0)
     budget = f" of {cfg.time_budget:.0f}s budget" if cfg.time_budget else ""
+    oneshot = f"val {ways}-way one-shot {row['val_oneshot_acc']:.3f}, " if ways else ""
     return (
         f"epoch {row['epoch']}/{cfg.epochs}: loss {row['train_loss']:.4f}, train acc "
         f"{row['train_acc']:.3f}, val pair acc {row['val_pair_acc']:.3f}, "
-        f"val {ways}-way one-shot {row['val_oneshot_acc']:.3f}, lr {row['lr']:.2g} "
+        f"{oneshot}lr {row['lr']:.2g} "
         f"({row['seconds']:.0f}s training, {row.get('wall_seconds', 0):.0f}s{budget})"
     )

@@ -23,7 +23,7 @@ from siamnet.distributed import DistInfo, barrier
 from siamnet.errors import ArgumentError
 from siamnet.fileio import atomic_write_text, remove_stale_temps
 from siamnet.models.siamese import SiameseNet
-from siamnet.objectives import Objective, get_objective
+from siamnet.objectives import Objective
 from siamnet.outpaths import check_output_dir
 from siamnet.train.checks import flag
 from siamnet.train.config import TrainConfig, TrainingError
@@ -71,28 +71,36 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def draw_curves(run_dir: Path, loss: str | Objective | None = None) -> None:
+def draw_curves(run_dir: Path, objective: Objective) -> None:
     """Redraw ``curves.png`` from ``metrics.csv`` (skipped if plotting is unavailable)."""
     try:
         from siamnet.plots.curves import plot_training_curves
     except ImportError:
         return
-    label = get_objective(loss).accuracy_label if loss is not None else None
-    plot_training_curves(run_dir / "metrics.csv", run_dir / "curves.png", accuracy_label=label)
+    plot_training_curves(
+        run_dir / "metrics.csv", run_dir / "curves.png", accuracy_label=objective.accuracy_label
+    )
 
 
 def metadata_for(
-    cfg: TrainConfig, model: SiameseNet, data: TrainData, extra: dict[str, Any]
+    cfg: TrainConfig,
+    model: SiameseNet,
+    data: TrainData,
+    objective: Objective,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
-    """A checkpoint's metadata; `extra` holds the epoch, the threshold and validation."""
-    fixed = model.head.default_threshold
+    """A checkpoint's metadata; `extra` holds the epoch, the threshold and validation. The
+    head's fixed threshold, or the one the objective sets for its distance, is recorded as
+    ``default_threshold`` so that inference never needs the objective."""
+    fixed = model.head.default_threshold or objective.default_threshold(cfg.margin)
     return {
         "siamnet_version": __version__,
         "model_spec": model.spec.to_dict(),
         "classes": data.train.classes,
         "unseen_classes": data.unseen.classes if data.unseen is not None else [],
-        "threshold": extra.get("threshold", fixed[0] if fixed else -cfg.margin / 2),
-        "threshold_source": extra.get("threshold_source", "default"),
+        "default_threshold": list(fixed) if fixed else None,
+        "threshold": extra["threshold"],
+        "threshold_source": extra["threshold_source"],
         "val_protocol": data.val_protocol,
         "training_args": cfg.to_json(),
         **{k: v for k, v in extra.items() if k not in ("threshold", "threshold_source")},

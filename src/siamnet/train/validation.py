@@ -10,13 +10,16 @@ import torch
 
 from siamnet.checkpoint import load_checkpoint, update_metadata
 from siamnet.data.labeled import LabeledImages
-from siamnet.data.pairs import fixed_pairs
 from siamnet.evaluate import (
+    EVAL_EPISODES,
+    EVAL_PAIRS,
+    EVAL_SEED,
     best_accuracy_threshold,
     few_shot_accuracy,
     pair_accuracy,
-    pair_scores,
+    pair_metrics,
     rank_auc,
+    verification_pairs,
 )
 from siamnet.fileio import atomic_write_text
 from siamnet.models.embed import embed_images
@@ -25,25 +28,29 @@ from siamnet.train.config import TrainConfig
 from siamnet.train.data import TrainData
 from siamnet.train.rundir import RunState
 
+#: Seeds of validation's fixed pairs and episodes, offset from the run's ``--seed``.
+VAL_PAIRS_SEED, VAL_EPISODES_SEED = 1, 2
+
 
 def fixed_pair_scores(
     model: SiameseNet, emb: torch.Tensor, labels: torch.Tensor, count: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores ``[P]`` (on the CPU) and targets ``[P]`` of `count` seeded balanced pairs drawn
     from `labels` ``[N]``, scored from the embeddings ``[N, D]``."""
-    left, right, target = fixed_pairs(labels, count, seed=seed)
-    scores = pair_scores(model, emb, left.to(emb.device), right.to(emb.device))
-    return scores.cpu(), target
+    _, _, target, scores = verification_pairs(model, emb, labels, count, seed)
+    return scores, target
 
 
 @torch.no_grad()
 def validate(
     cfg: TrainConfig, model: SiameseNet, val: LabeledImages, device: torch.device
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Validation pair accuracy (threshold tuned on the same pairs, and at the head's
     natural threshold) and N-way one-shot accuracy on the validation data."""
     emb = embed_images(model, val.images, device=device)
-    scores, target = fixed_pair_scores(model, emb, val.labels, cfg.val_pairs, cfg.seed + 1)
+    scores, target = fixed_pair_scores(
+        model, emb, val.labels, cfg.val_pairs, cfg.seed + VAL_PAIRS_SEED
+    )
     threshold = best_accuracy_threshold(scores, target)
     accuracy = pair_accuracy(scores, target, threshold)
     ways = min(cfg.val_ways, _classes_with(val.labels, 2))
@@ -57,21 +64,28 @@ def validate(
             shots=1,
             queries=1,
             episodes=cfg.val_episodes,
-            seed=cfg.seed + 2,
+            seed=cfg.seed + VAL_EPISODES_SEED,
         )
-        out.update(val_oneshot_acc=fs.accuracy, val_oneshot_ways=ways)
-    else:
-        out.update(val_oneshot_acc=accuracy, val_oneshot_ways=0)
+        out.update(val_oneshot_acc=fs.accuracy, val_oneshot_ways=ways, selected_by="one-shot")
+    else:  # fewer than 2 classes with 2 examples: no episode; the best epoch is by pairs
+        out.update(val_oneshot_ways=0, selected_by="pairs")
     return out
+
+
+def selection_score(val: dict[str, Any]) -> float:
+    """What chooses the best epoch and drives early stopping and the plateau schedule:
+    validation one-shot accuracy, or pair accuracy where no episode is possible."""
+    return val["val_oneshot_acc"] if val["selected_by"] == "one-shot" else val["val_pair_acc"]
 
 
 @torch.no_grad()
 def test_pair_accuracy(
     cfg: TrainConfig, model: SiameseNet, test: LabeledImages, device: torch.device, threshold: float
 ) -> float:
-    """Accuracy on 10,000 fixed test pairs at the threshold tuned on validation pairs."""
+    """Accuracy on the test split's fixed pairs (those `siamnet evaluate` scores) at the
+    threshold tuned on validation pairs."""
     emb = embed_images(model, test.images, device=device)
-    scores, target = fixed_pair_scores(model, emb, test.labels, 10000, cfg.seed + 3)
+    scores, target = fixed_pair_scores(model, emb, test.labels, EVAL_PAIRS, EVAL_SEED)
     return pair_accuracy(scores, target, threshold)
 
 
@@ -82,7 +96,8 @@ def _classes_with(labels: torch.Tensor, min_count: int) -> int:
 def finish(
     cfg: TrainConfig, data: TrainData, run_dir: Path, device: torch.device, state: RunState
 ) -> dict[str, Any]:
-    """Calibrate on validation pairs, evaluate the best model on test and unseen classes."""
+    """Evaluate the best model on test and unseen classes with the pairs and episodes that
+    `siamnet evaluate` draws (`EVAL_SEED`), so that both give the same figures."""
     best_path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
     ckpt = load_checkpoint(best_path, device=device)
     model = ckpt.model
@@ -98,21 +113,24 @@ def finish(
         "wall_seconds": round(state.wall_seconds, 2),
         "images_seen": state.images_seen,
         "threshold": ckpt.threshold,
+        "threshold_tuned_on": threshold_origin(data.val_protocol),
         "val_protocol": data.val_protocol,
     }
     if data.test is not None and data.test.num_classes >= 2:
         emb = embed_images(model, data.test.images, device=device)
-        scores, target = fixed_pair_scores(model, emb, data.test.labels, 10000, cfg.seed + 3)
+        scores, target = fixed_pair_scores(model, emb, data.test.labels, EVAL_PAIRS, EVAL_SEED)
         summary["test_pair_acc"] = pair_accuracy(scores, target, ckpt.threshold)
         summary["test_auc"] = rank_auc(scores, target)
         summary["test_classes"] = "seen in training"
-        summary["test_oneshot"] = _one_shot(model, emb, data.test, cfg.seed + 6)
+        summary["test_oneshot"] = _one_shot(model, emb, data.test)
     if data.unseen is not None and data.unseen.num_classes >= 2:
         emb = embed_images(model, data.unseen.images, device=device)
-        summary["oneshot"] = _one_shot(model, emb, data.unseen, cfg.seed + 4)
+        summary["oneshot"] = _one_shot(model, emb, data.unseen)
         summary["unseen_classes"] = data.unseen.classes
-        scores, target = fixed_pair_scores(model, emb, data.unseen.labels, 10000, cfg.seed + 5)
-        summary["unseen_pair_acc"] = pair_accuracy(scores, target, ckpt.threshold)
+        scores, target = fixed_pair_scores(model, emb, data.unseen.labels, EVAL_PAIRS, EVAL_SEED)
+        at_threshold = pair_metrics(scores, target, ckpt.threshold)
+        summary["unseen_pair_acc"] = at_threshold.accuracy
+        summary["unseen_far"], summary["unseen_frr"] = at_threshold.far, at_threshold.frr
     for name in ("best.pt", "last.pt"):
         if (run_dir / name).exists():
             update_metadata(run_dir / name, {"final": summary})
@@ -120,9 +138,21 @@ def finish(
     return summary
 
 
-def _one_shot(model: SiameseNet, emb: torch.Tensor, data: LabeledImages, seed: int) -> dict:
-    """Up-to-10-way one-shot accuracy on `data` over 1,000 seeded episodes, from its
-    embeddings ``[N, D]``."""
+def threshold_origin(val_protocol: str) -> str:
+    """Which classes the calibrated threshold was tuned on, in words: validation classes
+    never trained on (20 or more training classes), or held-out examples of the training
+    classes themselves, which says little about new classes."""
+    if val_protocol == "held-out classes":
+        return "validation classes held out of training"
+    return (
+        "examples of the training classes (the data has fewer than 20 classes, too few to hold "
+        "some out): on new classes it may accept different pairs far more often"
+    )
+
+
+def _one_shot(model: SiameseNet, emb: torch.Tensor, data: LabeledImages) -> dict:
+    """Up-to-10-way one-shot accuracy on `data` from its embeddings ``[N, D]``: the episodes
+    `siamnet evaluate` draws for that N (`EVAL_EPISODES`, `EVAL_SEED`)."""
     fs = few_shot_accuracy(
         model,
         emb,
@@ -130,7 +160,7 @@ def _one_shot(model: SiameseNet, emb: torch.Tensor, data: LabeledImages, seed: i
         ways=min(10, data.num_classes),
         shots=1,
         queries=1,
-        episodes=1000,
-        seed=seed,
+        episodes=EVAL_EPISODES,
+        seed=EVAL_SEED,
     )
     return fs.to_dict()
