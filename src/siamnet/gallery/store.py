@@ -33,19 +33,7 @@ from typing import Any
 import torch
 
 from siamnet import __version__
-from siamnet.checkpoint import (
-    Checkpoint,
-    Rules,
-    check_fields,
-    describe,
-    is_dict,
-    is_int,
-    is_positive_int,
-    is_sha256,
-    is_str,
-    list_of,
-    or_none,
-)
+from siamnet.checkpoint import Checkpoint
 from siamnet.errors import CheckpointError, DataError
 from siamnet.fileio import (
     TEMP_MARK,
@@ -60,6 +48,18 @@ from siamnet.infer import model_of
 from siamnet.models.embed import embed_images
 from siamnet.models.heads import HEADS
 from siamnet.models.siamese import SiameseNet
+from siamnet.schema import (
+    Rules,
+    check_fields,
+    describe,
+    is_dict,
+    is_int,
+    is_positive_int,
+    is_sha256,
+    is_str,
+    list_of,
+    or_none,
+)
 
 FORMAT = "siamnet-gallery"
 
