@@ -177,3 +177,12 @@ def test_a_checkpoint_of_ones_own_objective_needs_no_registration_to_be_used(tmp
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok ")
+
+
+def test_episodes_lower_their_queries_to_fit_small_classes():
+    from siamnet.objectives.proto import queries_that_fit
+
+    three_each = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    assert queries_that_fit(three_each, shots=1, queries=5) == 2
+    assert queries_that_fit(torch.arange(10).repeat(20), shots=1, queries=5) == 5
+    assert queries_that_fit(torch.tensor([0, 0, 1, 1]), shots=1, queries=5) == 1

@@ -7,7 +7,14 @@ objective passed to `siamnet.train.fit`) for batches and the loss of each step.
 from __future__ import annotations
 
 from siamnet.errors import ArgumentError
-from siamnet.objectives.base import Batch, Fetch, Objective, Sampler, base_module
+from siamnet.objectives.base import (
+    Batch,
+    Fetch,
+    Objective,
+    ObjectiveSettings,
+    Sampler,
+    base_module,
+)
 from siamnet.objectives.pairs import BCEObjective, ContrastiveObjective, PairObjective
 from siamnet.objectives.proto import ProtoObjective
 from siamnet.objectives.triplet import TripletObjective
@@ -41,6 +48,7 @@ __all__ = [
     "ContrastiveObjective",
     "Fetch",
     "Objective",
+    "ObjectiveSettings",
     "PairObjective",
     "ProtoObjective",
     "Sampler",

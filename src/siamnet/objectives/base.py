@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from siamnet.data.labeled import LabeledImages
-
-if TYPE_CHECKING:
-    from siamnet.train.config import TrainConfig
 
 #: A training batch: index tensors into the training images (and their targets or labels).
 Batch = dict[str, torch.Tensor]
@@ -19,6 +18,28 @@ Batch = dict[str, torch.Tensor]
 Sampler = Callable[[torch.Generator], Batch]
 #: Index tensor ``[B]`` -> float images ``[B, C, H, W]`` on the training device (augmented).
 Fetch = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """The training arguments an objective reads (``--batch-size``, ``--pairs``, ``--margin``,
+    ...): its hooks take these, not the whole training configuration, so that objectives know
+    nothing of `siamnet.train`. Any object with these attributes will do."""
+
+    batch_size: int
+    pairs: str
+    examples_per_class: int
+    margin: float
+    mining: str
+    ways: int
+    shots: int
+    queries: int
+    temperature: str
+
+    @classmethod
+    def of(cls, config: Any) -> ObjectiveSettings:
+        """The settings read off a resolved configuration (a `TrainConfig`)."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
 
 
 class Objective:
@@ -51,17 +72,17 @@ class Objective:
         """
         return None
 
-    def learned_temperature(self, cfg: TrainConfig) -> bool:
+    def learned_temperature(self, settings: ObjectiveSettings) -> bool:
         """Whether the model carries a learned softmax temperature."""
         return False
 
-    def sampler(self, cfg: TrainConfig, train: LabeledImages) -> Sampler:
+    def sampler(self, settings: ObjectiveSettings, train: LabeledImages) -> Sampler:
         """A function drawing training batches of indices into `train`."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def step(
         self,
-        cfg: TrainConfig,
+        settings: ObjectiveSettings,
         model: nn.Module,
         batch: Batch,
         fetch: Fetch,

@@ -8,8 +8,6 @@ weighted half each).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
@@ -18,10 +16,7 @@ from siamnet.data.labeled import LabeledImages
 from siamnet.data.pairs import PairSampler
 from siamnet.errors import ArgumentError
 from siamnet.models.losses import bce_loss, contrastive_loss
-from siamnet.objectives.base import Batch, Fetch, Objective, Sampler, base_module
-
-if TYPE_CHECKING:
-    from siamnet.train.config import TrainConfig
+from siamnet.objectives.base import Batch, Fetch, Objective, ObjectiveSettings, Sampler, base_module
 
 
 class PairObjective(Objective):
@@ -31,16 +26,18 @@ class PairObjective(Objective):
     accuracy_label = "train batches (pairs)"
     image_keys = ("left", "right", "index")
 
-    def sampler(self, cfg: TrainConfig, train: LabeledImages) -> Sampler:
-        if cfg.pairs == "batch":
-            in_batch = BatchPairSampler(train.labels, cfg.batch_size, cfg.examples_per_class)
+    def sampler(self, settings: ObjectiveSettings, train: LabeledImages) -> Sampler:
+        if settings.pairs == "batch":
+            in_batch = BatchPairSampler(
+                train.labels, settings.batch_size, settings.examples_per_class
+            )
             return in_batch.sample
-        if cfg.pairs != "sampled":
-            raise ArgumentError(f"--pairs {cfg.pairs!r}: expected sampled or batch")
+        if settings.pairs != "sampled":
+            raise ArgumentError(f"--pairs {settings.pairs!r}: expected sampled or batch")
         pairs = PairSampler(train.labels)
 
         def draw(generator: torch.Generator) -> Batch:
-            left, right, target = pairs.sample_indices(cfg.batch_size, generator)
+            left, right, target = pairs.sample_indices(settings.batch_size, generator)
             return {"left": left, "right": right, "target": target}
 
         return draw
@@ -75,7 +72,12 @@ class BCEObjective(PairObjective):
     head = "l1"
 
     def step(
-        self, cfg: TrainConfig, model: nn.Module, batch: Batch, fetch: Fetch, labels: torch.Tensor
+        self,
+        settings: ObjectiveSettings,
+        model: nn.Module,
+        batch: Batch,
+        fetch: Fetch,
+        labels: torch.Tensor,
     ) -> tuple[torch.Tensor, float]:
         if "index" not in batch:
             target = batch["target"].to(labels.device)
@@ -102,10 +104,15 @@ class ContrastiveObjective(PairObjective):
         return -margin / 2, words
 
     def step(
-        self, cfg: TrainConfig, model: nn.Module, batch: Batch, fetch: Fetch, labels: torch.Tensor
+        self,
+        settings: ObjectiveSettings,
+        model: nn.Module,
+        batch: Batch,
+        fetch: Fetch,
+        labels: torch.Tensor,
     ) -> tuple[torch.Tensor, float]:
         a, b, target, weight = self.embedded_pairs(model, batch, fetch, labels.device)
         a, b = a.float(), b.float()
         d = torch.linalg.vector_norm(a.detach() - b.detach(), dim=-1)
-        right = ((d < cfg.margin / 2).float() == target).float()
-        return contrastive_loss(a, b, target, cfg.margin, weight), weighted_mean(right, weight)
+        right = ((d < settings.margin / 2).float() == target).float()
+        return contrastive_loss(a, b, target, settings.margin, weight), weighted_mean(right, weight)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from siamnet.data.episodes import EpisodeSampler
 from siamnet.data.labeled import LabeledImages
 from siamnet.models.losses import prototypical_loss
-from siamnet.objectives.base import Batch, Fetch, Objective, Sampler, base_module
-
-if TYPE_CHECKING:
-    from siamnet.train.config import TrainConfig
+from siamnet.objectives.base import Batch, Fetch, Objective, ObjectiveSettings, Sampler, base_module
 
 
 class ProtoObjective(Objective):
@@ -26,13 +21,14 @@ class ProtoObjective(Objective):
     rotate_classes_by_default = True  # measured with this loss only (bench/RESULTS.md)
     image_keys = ("support", "query")
 
-    def learned_temperature(self, cfg: TrainConfig) -> bool:
-        return cfg.temperature == "learned"
+    def learned_temperature(self, settings: ObjectiveSettings) -> bool:
+        return settings.temperature == "learned"
 
-    def sampler(self, cfg: TrainConfig, train: LabeledImages) -> Sampler:
-        ways = min(cfg.ways, train.num_classes)
+    def sampler(self, settings: ObjectiveSettings, train: LabeledImages) -> Sampler:
+        ways = min(settings.ways, train.num_classes)
+        queries = queries_that_fit(train.labels, settings.shots, settings.queries)
         episodes = EpisodeSampler(
-            train.labels, ways, cfg.shots, cfg.queries, skip_small_classes=True
+            train.labels, ways, settings.shots, queries, skip_small_classes=True
         )
 
         def draw(generator: torch.Generator) -> Batch:
@@ -47,7 +43,12 @@ class ProtoObjective(Objective):
         return draw
 
     def step(
-        self, cfg: TrainConfig, model: nn.Module, batch: Batch, fetch: Fetch, labels: torch.Tensor
+        self,
+        settings: ObjectiveSettings,
+        model: nn.Module,
+        batch: Batch,
+        fetch: Fetch,
+        labels: torch.Tensor,
     ) -> tuple[torch.Tensor, float]:
         dev = labels.device
         ns, nq = len(batch["support"]), len(batch["query"])
@@ -64,3 +65,12 @@ class ProtoObjective(Objective):
             temp,
         )
         return loss, acc.item()
+
+
+def queries_that_fit(labels: torch.Tensor, shots: int, queries: int) -> int:
+    """``--queries``, lowered (to 1 at least) until two classes have ``shots + queries``
+    examples: a small data set (5 images a class, 3 left after validation) still trains on
+    episodes instead of being refused. `labels` int64 ``[N]``."""
+    counts = torch.bincount(labels).sort(descending=True).values
+    second = int(counts[1]) if len(counts) > 1 else 0
+    return max(1, min(queries, second - shots))

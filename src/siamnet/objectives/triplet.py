@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.pairs import PKSampler
 from siamnet.models.losses import triplet_loss
-from siamnet.objectives.base import Batch, Fetch, Objective, Sampler
-
-if TYPE_CHECKING:
-    from siamnet.train.config import TrainConfig
+from siamnet.objectives.base import Batch, Fetch, Objective, ObjectiveSettings, Sampler
 
 
 class TripletObjective(Objective):
@@ -25,13 +20,18 @@ class TripletObjective(Objective):
     accuracy_label = "train batches (nearest neighbour)"
     image_keys = ("index",)
 
-    def sampler(self, cfg: TrainConfig, train: LabeledImages) -> Sampler:
-        k = cfg.examples_per_class
-        pk = PKSampler(train.labels, max(2, cfg.batch_size // k), k)
+    def sampler(self, settings: ObjectiveSettings, train: LabeledImages) -> Sampler:
+        k = settings.examples_per_class
+        pk = PKSampler(train.labels, max(2, settings.batch_size // k), k)
         return lambda generator: {"index": pk.sample_indices(generator)}
 
     def step(
-        self, cfg: TrainConfig, model: nn.Module, batch: Batch, fetch: Fetch, labels: torch.Tensor
+        self,
+        settings: ObjectiveSettings,
+        model: nn.Module,
+        batch: Batch,
+        fetch: Fetch,
+        labels: torch.Tensor,
     ) -> tuple[torch.Tensor, float]:
         index = batch["index"].to(labels.device)
         emb = model(fetch(index)).float()
@@ -39,4 +39,4 @@ class TripletObjective(Objective):
         with torch.no_grad():
             d = torch.cdist(emb, emb).fill_diagonal_(float("inf"))
             acc = (y[d.argmin(1)] == y).float().mean().item()
-        return triplet_loss(emb, y, cfg.margin, cfg.mining), acc
+        return triplet_loss(emb, y, settings.margin, settings.mining), acc

@@ -16,7 +16,7 @@ from siamnet.models.pretrained import (
     load_resnet18_weights,
 )
 from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
-from siamnet.objectives import Objective, get_objective
+from siamnet.objectives import Objective, ObjectiveSettings, get_objective
 from siamnet.train.config import TrainConfig
 from siamnet.train.data import TrainData, normalization_for
 
@@ -53,7 +53,7 @@ def build_training_model(
             else normalization_for(cfg, data.train)
         ),
         embedding_norm=objective.embedding_norm,
-        learned_temperature=objective.learned_temperature(cfg),
+        learned_temperature=objective.learned_temperature(ObjectiveSettings.of(cfg)),
     )
     torch.manual_seed(cfg.seed)
     weights = pretrained_weights(cfg)

@@ -12,7 +12,7 @@ from siamnet.data.augment import AffineRanges, random_affine
 from siamnet.data.labeled import LabeledImages
 from siamnet.distributed import DistInfo, all_true
 from siamnet.errors import ArgumentError
-from siamnet.objectives import Objective, get_objective
+from siamnet.objectives import Objective, ObjectiveSettings, get_objective
 from siamnet.progress import progress
 from siamnet.train.config import TrainConfig, TrainingError
 from siamnet.train.model import autocast_context
@@ -27,7 +27,7 @@ class BatchMaker:
     ) -> None:
         self.cfg = cfg
         self.objective = get_objective(objective or cfg.loss)
-        self.draw = self.objective.sampler(cfg, train)
+        self.draw = self.objective.sampler(ObjectiveSettings.of(cfg), train)
 
     def __call__(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return self.draw(generator)
@@ -51,7 +51,8 @@ def compute_loss(
         x = images.index_select(0, index.to(dev)).float()
         return augment(x) if augment is not None else x
 
-    return get_objective(objective or cfg.loss).step(cfg, model, batch, fetch, labels)
+    settings = ObjectiveSettings.of(cfg)
+    return get_objective(objective or cfg.loss).step(settings, model, batch, fetch, labels)
 
 
 def train_epoch(

@@ -139,15 +139,12 @@ def finish(
 
 
 def threshold_origin(val_protocol: str) -> str:
-    """Which classes the calibrated threshold was tuned on, in words: validation classes
-    never trained on (20 or more training classes), or held-out examples of the training
-    classes themselves, which says little about new classes."""
+    """Which classes the calibrated threshold was tuned on, in words: validation classes never
+    trained on (20 or more training classes), or held-out examples of the training classes
+    themselves (fewer), which says little about new classes."""
     if val_protocol == "held-out classes":
         return "validation classes held out of training"
-    return (
-        "examples of the training classes (the data has fewer than 20 classes, too few to hold "
-        "some out): on new classes it may accept different pairs far more often"
-    )
+    return "examples of the training classes (too few classes to hold some out)"
 
 
 def _one_shot(model: SiameseNet, emb: torch.Tensor, data: LabeledImages) -> dict:
