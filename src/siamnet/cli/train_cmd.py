@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -12,6 +13,7 @@ from siamnet.cli.common import (
     parse_duration,
     parse_image_size,
     parse_name_list,
+    print_json,
 )
 from siamnet.presets import CHOICES, PRESETS, RUN_DEFAULTS
 
@@ -182,6 +184,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="stop after this many epochs without better validation one-shot accuracy",
     )
     r = p.add_argument_group("run")
+    r.add_argument(
+        "--config",
+        metavar="FILE",
+        help="training arguments from a JSON or YAML file, in the format of a run's "
+        "training_args (what --print-config writes); flags given here win",
+    )
+    r.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved, checked configuration as JSON and exit without training",
+    )
     r.add_argument("--out", help=f"run folder {default_of('out')}")
     r.add_argument(
         "--overwrite",
@@ -226,8 +239,15 @@ def run(args: argparse.Namespace) -> int:
     from siamnet.train import TrainConfig, fit
 
     fields = set(TrainConfig.__dataclass_fields__)
-    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    summary = fit(TrainConfig(**values))
+    given = {k: v for k, v in vars(args).items() if k in fields and v not in (None, False)}
+    config = TrainConfig(**given)
+    if args.config:
+        config = dataclasses.replace(TrainConfig.from_file(args.config), **given)
+    if args.print_config:
+        resolved = config.resolved().validate() if not config.resume else config
+        print_json(resolved.to_json())
+        return 0
+    summary = fit(config)
     if not summary:  # not rank 0
         return 0
     if args.json:

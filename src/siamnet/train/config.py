@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from siamnet.data.sources.builtin import DEFAULT_DATA, DEFAULT_HELD_OUT_CLASSES
-from siamnet.errors import SiamnetError
+from siamnet.errors import ArgumentError, SiamnetError
 from siamnet.objectives import OBJECTIVES
 from siamnet.presets import RUN_DEFAULTS, preset_values
 
@@ -123,6 +126,68 @@ class TrainConfig:
         }
 
     def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        """Every argument as JSON-ready values: the run's ``training_args``, and the format of
+        ``siamnet train --config`` (`from_file`)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["extra"] = dict(self.extra)
         d["image_size"] = list(self.image_size) if self.image_size else None
+        if d["data"] is not None and not isinstance(d["data"], str):
+            d["data"] = None  # data given in memory: recorded by its description instead
+        if d["model"] is not None and not isinstance(d["model"], str):
+            d["model"] = backbone_name(d["model"])
         return d
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        """The arguments in a JSON or YAML file (``.yaml``/``.yml``), in the format of a run's
+        ``training_args`` (`to_json`, ``siamnet train --print-config``); a key that is not an
+        argument is refused in one line naming it."""
+        values = read_config_file(Path(path))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            raise ArgumentError(
+                f"--config {path}: unknown key {unknown[0]!r}"
+                + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+                + f"; the keys are the training arguments: {', '.join(sorted(known))}"
+            )
+        if values.get("image_size") is not None:
+            size = values["image_size"]
+            values["image_size"] = tuple(size) if isinstance(size, list) else size
+        values.setdefault("extra", {})
+        return cls(**values)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A configuration file's mapping (JSON, or YAML where PyYAML is installed)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArgumentError(f"--config {path}: cannot read it ({exc})") from exc
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as exc:
+            raise ArgumentError(
+                f"--config {path}: YAML needs PyYAML (pip install pyyaml); or write it as JSON"
+            ) from exc
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ArgumentError(f"--config {path}: not valid YAML ({exc})") from exc
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArgumentError(
+                f"--config {path}: not valid JSON (line {exc.lineno}: {exc.msg})"
+            ) from exc
+    if not isinstance(values, dict):
+        raise ArgumentError(f"--config {path}: expected a mapping of argument names to values")
+    return values
+
+
+def backbone_name(module: Any) -> str:
+    """How a checkpoint names a backbone given as a module: ``package.module:Class``."""
+    cls = type(module)
+    return f"{cls.__module__}:{cls.__qualname__}"
