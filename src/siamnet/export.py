@@ -48,9 +48,10 @@ from torch import nn
 from siamnet import __version__
 from siamnet.checkpoint import Checkpoint
 from siamnet.errors import ArgumentError, SiamnetError
-from siamnet.fileio import atomic_write_files, remove_stale_temps
+from siamnet.fileio import atomic_write_files
 from siamnet.models.siamese import SiameseNet
 from siamnet.outpaths import check_output_file
+from siamnet.temps import remove_stale_temps
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-5

@@ -1,9 +1,10 @@
-"""Atomic writes of files and folders: a temporary name in the same folder, then a rename.
+"""Atomic writes of files and folders: a temporary name in the same folder, flushed to disk, then
+a rename.
 
-Temporary names carry the writer's process id, ``.NAME.siamnet-PID-XXXXXXXX.tmp`` for a file
-and ``.NAME.siamnet-PID-XXXXXXXX.new`` (``.old``) for a folder, so that `remove_stale_temps`
-can tell the leftovers of a killed process from the work of a running one. Final files get the
-mode ``0o666 & ~umask`` (folders ``0o777 & ~umask``), like files written by any other tool.
+Temporaries are named by `siamnet.temps` (``.NAME.siamnet-PID-XXXXXXXX.tmp`` for a file,
+``.NAME.siamnet-PID-XXXXXXXX.new`` for a folder), which also finds and removes those that killed
+processes left. Final files get the mode ``0o666 & ~umask`` (folders ``0o777 & ~umask``), like
+files written by any other tool.
 
 A write that fails for lack of space (``ENOSPC``, ``EDQUOT``, or ``EFBIG`` past a file size
 limit) raises `SiamnetError` with one line, ``no space left writing FILE (...)``; the temporary
@@ -20,31 +21,17 @@ import errno
 import functools
 import io
 import os
-import re
 import shutil
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from siamnet.errors import SiamnetError
+from siamnet.temps import is_temp_name, remove_path, temp_prefix
 
-#: The mark in every temporary name siamnet writes.
-TEMP_MARK = "siamnet"
-#: Unmarked temporary files (``.NAME.XXXXXXXX.tmp``, no process id) older than this are stale.
-UNMARKED_STALE_AGE_S = 3600.0
-#: Marked temporaries older than this are stale even if their process id is in use again.
-MARKED_STALE_AGE_S = 86400.0
-
-_MARKED = re.compile(
-    rf"^\.(?P<name>.+)\.{TEMP_MARK}-(?P<pid>\d+)-(?P<token>[A-Za-z0-9_]{{8}})"
-    r"\.(?P<kind>tmp|new|old)$"
-)
-_UNMARKED = re.compile(r"^\.(?P<name>.+)\.(?P<token>[a-z0-9_]{8})\.tmp$")
 _NO_SPACE = {
     errno.ENOSPC: "the disk is full",
     errno.EDQUOT: "the disk quota is exceeded",
@@ -120,18 +107,6 @@ def reported_as(target: str | os.PathLike[str]) -> Iterator[None]:
 # --- files -----------------------------------------------------------------------------------
 
 
-def _temp_prefix(target: Path) -> str:
-    return f".{target.name}.{TEMP_MARK}-{os.getpid()}-"
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink()
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it onto `path`.
@@ -143,7 +118,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     with reported_as(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
-            prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent
+            prefix=temp_prefix(target.name), suffix=".tmp", dir=target.parent
         )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -155,7 +130,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.chmod(tmp, file_mode())
             os.replace(tmp, target)
     finally:
-        _remove(tmp)
+        remove_path(tmp)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:
@@ -223,7 +198,7 @@ def atomic_write_files(
             with reported_as(target):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 fd, name = tempfile.mkstemp(
-                    prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent
+                    prefix=temp_prefix(target.name), suffix=".tmp", dir=target.parent
                 )
             os.close(fd)
             temps.append((Path(name), target))
@@ -238,7 +213,7 @@ def atomic_write_files(
             _fsync_folder(temps[-1][1].parent)
     finally:
         for tmp, _ in temps:
-            _remove(tmp)
+            remove_path(tmp)
 
 
 # --- folders ---------------------------------------------------------------------------------
@@ -252,8 +227,8 @@ def atomic_folder(path: str | os.PathLike[str], keep_others: bool = False) -> It
     `path` always holds the whole old or the whole new folder. Elsewhere the old folder is
     renamed to ``.NAME.siamnet-PID-XXXXXXXX.old`` and the new one into place; a process killed
     between the two renames leaves `path` missing and the old folder beside it, which
-    `restore_interrupted_swap` puts back. With `keep_others`, entries of the old folder that
-    the new one lacks (other than temporaries) are carried over.
+    `siamnet.temps.restore_interrupted_swap` puts back. With `keep_others`, entries of the old
+    folder that the new one lacks (other than temporaries) are carried over.
     """
     target = Path(path)
     if target.name in ("", ".", "..") or target.is_symlink():
@@ -262,7 +237,9 @@ def atomic_folder(path: str | os.PathLike[str], keep_others: bool = False) -> It
         raise SiamnetError(f"{target}: exists and is a file; expected a folder")
     with reported_as(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".new", dir=target.parent))
+        tmp = Path(
+            tempfile.mkdtemp(prefix=temp_prefix(target.name), suffix=".new", dir=target.parent)
+        )
     try:
         yield tmp
         with reported_as(target):
@@ -273,14 +250,14 @@ def atomic_folder(path: str | os.PathLike[str], keep_others: bool = False) -> It
             _swap_in(tmp, target)
             _fsync_folder(target.parent)
     finally:
-        _remove(tmp)
+        remove_path(tmp)
 
 
 def _carry_over(old: Path, new: Path) -> None:
     """Link (or copy) into `new` each entry of `old` that `new` lacks, other than temporaries."""
     for entry in old.iterdir():
         dst = new / entry.name
-        if os.path.lexists(dst) or _MARKED.match(entry.name) or _UNMARKED.match(entry.name):
+        if os.path.lexists(dst) or is_temp_name(entry.name):
             continue
         if entry.is_symlink():
             os.symlink(os.readlink(entry), dst)
@@ -303,7 +280,7 @@ def _swap_in(new: Path, target: Path) -> None:
         os.rename(new, target)
         return
     if _exchange(new, target):
-        _remove(new)  # now the old folder
+        remove_path(new)  # now the old folder
         return
     old = new.with_name(new.name[: -len(".new")] + ".old")
     os.rename(target, old)
@@ -312,7 +289,7 @@ def _swap_in(new: Path, target: Path) -> None:
     except BaseException:
         os.rename(old, target)
         raise
-    _remove(old)
+    remove_path(old)
 
 
 @functools.cache
@@ -354,129 +331,3 @@ def _fsync_folder(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-# --- leftovers of killed processes -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TempEntry:
-    """A temporary file or folder of siamnet's naming, and whether its writer may still run."""
-
-    path: Path
-    target: Path
-    kind: str  # "tmp", "new" or "old"
-    pid: int | None
-    age_s: float
-
-    @property
-    def writer_running(self) -> bool:
-        if self.pid is None:
-            return self.age_s < UNMARKED_STALE_AGE_S
-        return self.age_s < MARKED_STALE_AGE_S and pid_running(self.pid)
-
-
-def pid_running(pid: int) -> bool:
-    """Whether a process `pid` exists (on this machine)."""
-    if pid <= 0:
-        return False
-    if os.name == "nt":  # os.kill(pid, 0) would end the process there; the age rule decides
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    except OSError:
-        return False
-    return True
-
-
-def temp_entries(folder: str | os.PathLike[str]) -> list[TempEntry]:
-    """The temporaries of siamnet's naming directly in `folder`."""
-    d = Path(folder)
-    try:
-        names = os.listdir(d)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    now = time.time()
-    out = []
-    for name in names:
-        marked, unmarked = _MARKED.match(name), _UNMARKED.match(name)
-        match = marked or unmarked
-        if match is None:
-            continue
-        path = d / name
-        try:
-            age = now - path.lstat().st_mtime
-        except FileNotFoundError:
-            continue
-        kind = marked.group("kind") if marked else "tmp"
-        pid = int(marked.group("pid")) if marked else None
-        out.append(TempEntry(path, d / match.group("name"), kind, pid, age))
-    return out
-
-
-def remove_stale_temps(
-    folder: str | os.PathLike[str], unmarked_for: Collection[str] | None = None
-) -> list[Path]:
-    """Remove the temporaries in `folder` left by processes that are no longer running.
-
-    Marked names (``.NAME.siamnet-PID-…``) go when process PID is gone (or after a day);
-    unmarked ones (``.NAME.XXXXXXXX.tmp``, from older versions) after an hour, and only for
-    the NAMEs in `unmarked_for` when it is given. A ``.old`` folder whose NAME is missing is
-    the previous version of an interrupted replacement: it is renamed back, not removed.
-    Returns the paths removed.
-    """
-    removed = []
-    for entry in temp_entries(folder):
-        if entry.writer_running:
-            continue
-        if entry.pid is None and unmarked_for is not None and entry.target.name not in unmarked_for:
-            continue
-        if (entry.kind == "tmp") == (entry.path.is_dir() and not entry.path.is_symlink()):
-            continue  # not one of ours: temporary files are files, .new and .old are folders
-        if entry.kind == "old" and not os.path.lexists(entry.target):
-            with contextlib.suppress(OSError, SiamnetError):
-                restore_interrupted_swap(entry.target)
-            if not os.path.lexists(entry.path):
-                continue
-        with contextlib.suppress(OSError):
-            _remove(entry.path)
-            removed.append(entry.path)
-    return removed
-
-
-def restore_interrupted_swap(path: str | os.PathLike[str]) -> Path | None:
-    """Put back the previous version of folder `path` if a replacement was interrupted.
-
-    Where `path` is missing and a ``.old`` folder of it was left by a process no longer
-    running, that folder is renamed back to `path` and its old name returned; None when there
-    is nothing to restore. Raises `SiamnetError` while another process is replacing `path`,
-    or when the folder cannot be renamed back (the message says where it is).
-    """
-    target = Path(path)
-    if os.path.lexists(target):
-        return None
-    olds = [
-        e
-        for e in temp_entries(target.parent)
-        if e.kind == "old" and e.target.name == target.name and e.path.is_dir()
-    ]
-    if not olds:
-        return None
-    old = min(olds, key=lambda e: e.age_s)
-    if old.writer_running:
-        raise SiamnetError(
-            f"{target}: being replaced by process {old.pid} right now (the previous version is "
-            f"in {old.path.name}); try again when it has finished"
-        )
-    try:
-        os.rename(old.path, target)
-    except OSError as exc:
-        raise SiamnetError(
-            f"{target}: missing; an interrupted replacement left the previous version in "
-            f"{old.path}: rename it back to {target} ({exc.strerror})"
-        ) from exc
-    return old.path

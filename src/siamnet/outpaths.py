@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from siamnet.errors import ArgumentError
-from siamnet.fileio import TEMP_MARK
+from siamnet.temps import TEMP_MARK
 
 
 def check_output_file(path: str | os.PathLike[str], flag: str) -> Path:

@@ -26,7 +26,7 @@ cache by hand, which the IDX reader still checks for shape and length. An extrac
 (Omniglot's folders) was verified as a zip before extraction and appears in one rename.
 
 Temporary names carry the process id (``.NAME.siamnet-PID-XXXXXXXX.tmp`` for a download,
-``.NAME.siamnet-PID-XXXXXXXX.new`` for an extraction folder, see `siamnet.fileio`), so each run
+``.NAME.siamnet-PID-XXXXXXXX.new`` for an extraction folder, see `siamnet.temps`), so each run
 first removes what a killed run left, while the temporaries of a download still running in
 another process are kept; temporaries of older versions (``.NAME.XXXXXXXX.part``,
 ``.NAME.XXXXXXXX.tmp`` folders), which carry no process id, are removed after an hour.
@@ -49,8 +49,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from siamnet.errors import DataError
-from siamnet.fileio import TEMP_MARK, UNMARKED_STALE_AGE_S, remove_stale_temps
 from siamnet.progress import progress
+from siamnet.temps import UNMARKED_STALE_AGE_S, remove_stale_temps, temp_prefix
 
 #: Seconds to wait for a server to answer (or to send more bytes).
 TIMEOUT_S = 30.0
@@ -190,7 +190,7 @@ def _replace_damaged(target: Path, url: str, checksum: str, problem: str) -> Non
 
 def remove_stale_downloads(dest: Path, files: Collection[str]) -> list[Path]:
     """Remove the temporaries in `dest` that killed runs left: marked ones whose process is
-    gone (`siamnet.fileio.remove_stale_temps`), and older versions' unmarked ``.part`` files
+    gone (`siamnet.temps.remove_stale_temps`), and older versions' unmarked ``.part`` files
     and ``.tmp`` folders of `files` after an hour. Returns the paths removed."""
     names = {*files, *(f.removesuffix(".zip") for f in files if f.endswith(".zip"))}
     removed = remove_stale_temps(dest, unmarked_for=names)
@@ -222,11 +222,6 @@ def _listdir(folder: Path) -> list[Path]:
         return []
 
 
-def _temp_prefix(name: str) -> str:
-    """The start of a temporary name for `name`, marked with this process (`siamnet.fileio`)."""
-    return f".{name}.{TEMP_MARK}-{os.getpid()}-"
-
-
 # --- download ----------------------------------------------------------------------------------
 class _Unreachable(Exception):
     """The server could not be reached at all (no network, refused, unknown host)."""
@@ -241,7 +236,7 @@ def download(url: str, target: Path, checksum: str, timeout: float = TIMEOUT_S) 
     algorithm, expected = _parse_checksum(checksum)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=_temp_prefix(target.name), suffix=".tmp", dir=target.parent
+        prefix=temp_prefix(target.name), suffix=".tmp", dir=target.parent
     )
     tmp = Path(tmp_name)
     try:
@@ -334,7 +329,7 @@ def extract_zip(archive: Path, dest: Path) -> Path:
     ``dest/<stem>``; otherwise everything in the archive does.
     """
     final = dest / archive.stem
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(archive.stem), suffix=".new", dir=dest))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(archive.stem), suffix=".new", dir=dest))
     try:
         try:
             with zipfile.ZipFile(archive) as zf:

@@ -35,15 +35,7 @@ import torch
 from siamnet import __version__
 from siamnet.checkpoint import Checkpoint
 from siamnet.errors import CheckpointError, DataError
-from siamnet.fileio import (
-    TEMP_MARK,
-    atomic_folder,
-    remove_stale_temps,
-    restore_interrupted_swap,
-    temp_entries,
-    torch_bytes,
-    write_file,
-)
+from siamnet.fileio import atomic_folder, torch_bytes, write_file
 from siamnet.infer import model_of
 from siamnet.models.embed import embed_images
 from siamnet.models.heads import HEADS
@@ -60,6 +52,7 @@ from siamnet.schema import (
     list_of,
     or_none,
 )
+from siamnet.temps import TEMP_MARK, remove_stale_temps, restore_interrupted_swap, temp_entries
 
 FORMAT = "siamnet-gallery"
 

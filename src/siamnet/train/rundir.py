@@ -21,10 +21,11 @@ from siamnet import __version__
 from siamnet.checkpoint import load_checkpoint, read_checkpoint_payload
 from siamnet.distributed import DistInfo, barrier
 from siamnet.errors import ArgumentError
-from siamnet.fileio import atomic_write_text, remove_stale_temps
+from siamnet.fileio import atomic_write_text
 from siamnet.models.siamese import SiameseNet
 from siamnet.objectives import Objective
 from siamnet.outpaths import check_output_dir
+from siamnet.temps import remove_stale_temps
 from siamnet.train.checks import flag
 from siamnet.train.config import TrainConfig, TrainingError
 from siamnet.train.data import TrainData
