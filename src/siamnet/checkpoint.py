@@ -35,7 +35,7 @@ import torch
 from siamnet import __version__
 from siamnet.errors import ArgumentError, CheckpointError
 from siamnet.fileio import save_torch
-from siamnet.models.backbones import BACKBONES
+from siamnet.models.backbones import BACKBONES, is_backbone_name
 from siamnet.models.heads import HEADS
 from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
 from siamnet.schema import (
@@ -355,10 +355,10 @@ def _build(path: Path, spec: dict[str, Any]) -> SiameseNet:
     no memory, so a spec that does not fit its weights costs nothing); a spec it cannot be
     built from (an input too small for the backbone, a missing optional package) names the
     file."""
-    if spec["model"] not in BACKBONES:
+    if not is_backbone_name(spec["model"]):
         raise CheckpointError(
-            f"{path}: field metadata.model_spec.model: expected one of {', '.join(BACKBONES)}, "
-            f"found {describe(spec['model'])}"
+            f"{path}: field metadata.model_spec.model: expected one of {', '.join(BACKBONES)} "
+            f"or a package.module:Class name, found {describe(spec['model'])}"
         )
     try:
         with torch.device("meta"):

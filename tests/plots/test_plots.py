@@ -3,10 +3,14 @@ and the evaluation figures of a checkpoint on data."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 
 from siamnet.checkpoint import load_checkpoint, save_checkpoint
@@ -40,9 +44,9 @@ def images(n: int, channels: int = 1, seed: int = 0) -> torch.Tensor:
 def test_pairs_and_predictions(tmp_path, channels):
     left, right = images(8, channels), images(8, channels, seed=1)
     same = torch.tensor([0, 1] * 4).bool()
-    path = plot_pairs(left, right, same, tmp_path / "pairs.png", title="pairs")
-    assert path == tmp_path / "pairs.png"
-    width, height = png_size(path)
+    fig = plot_pairs(left, right, same, tmp_path / "pairs.png", title="pairs")
+    assert isinstance(fig, Figure) and fig.get_suptitle() == "pairs"
+    width, height = png_size(tmp_path / "pairs.png")
     assert 600 <= width <= 2000 and 200 <= height <= 600 and width > height
     scores = torch.linspace(0, 1, 8)
     plot_predictions(left, right, same, scores, scores > 0.5, tmp_path / "pred.png")
@@ -76,9 +80,9 @@ def test_roc_and_histograms(tmp_path):
     g = torch.Generator().manual_seed(0)
     targets = torch.cat([torch.zeros(200), torch.ones(200)])
     scores = torch.randn(400, generator=g) + targets
-    width, height = png_size(
-        plot_roc(scores, targets, 0.5, tmp_path / "roc.png", score_name="−distance")
-    )
+    fig = plot_roc(scores, targets, 0.5, tmp_path / "roc.png", score_name="−distance")
+    assert len(fig.axes) == 2  # ROC and the score histograms
+    width, height = png_size(tmp_path / "roc.png")
     assert 900 <= width <= 1400 and 350 <= height <= 600
     with pytest.raises(ArgumentError, match="both"):
         plot_roc(scores, torch.ones(400), 0.5, tmp_path / "bad.png")
@@ -89,10 +93,8 @@ def test_embedding_map_marks_unseen_classes(tmp_path):
     labels = torch.arange(6).repeat_interleave(15)
     emb = torch.randn(6, 8, generator=g)[labels] + 0.3 * torch.randn(90, 8, generator=g)
     seen = [True, True, True, True, False, False]
-    path = plot_embedding_map(
-        emb, labels, list("abcdef"), seen, tmp_path / "map.png", method="tsne"
-    )
-    assert png_size(path)[0] >= 700
+    plot_embedding_map(emb, labels, list("abcdef"), seen, tmp_path / "map.png", method="tsne")
+    assert png_size(tmp_path / "map.png")[0] >= 700
     with pytest.raises(ArgumentError, match="umap|method"):
         plot_embedding_map(emb, labels, list("abcdef"), seen, tmp_path / "m.png", method="pca")
 
@@ -109,7 +111,7 @@ def test_points_are_subsampled_to_at_most_20_classes_with_unseen_ones():
 
 def test_episodes(tmp_path):
     scores = torch.tensor([[0.9, 0.1, 0.2], [0.3, 0.8, 0.1]])
-    path = plot_episodes(
+    plot_episodes(
         images(2),
         images(6).view(2, 3, 1, 28, 28),
         scores,
@@ -117,7 +119,7 @@ def test_episodes(tmp_path):
         tmp_path / "ep.png",
         class_names=[["a", "b", "Greek/character03"]] * 2,
     )
-    width, height = png_size(path)
+    width, height = png_size(tmp_path / "ep.png")
     assert 500 <= width <= 1600 and 250 <= height <= 1000
     assert short_name("Greek/character03") == "character03"
     assert len(short_name("a-very-long-class-name")) == 12
@@ -151,3 +153,33 @@ def test_evaluation_figures_of_a_checkpoint(tmp_path):
     for p in paths:
         width, height = png_size(p)
         assert width >= 500 and height >= 200
+
+
+NO_BACKEND_SWITCH = """
+import matplotlib
+matplotlib.use("svg")  # a notebook's or a user's own choice
+import numpy as np
+import siamnet
+from siamnet.plots.pairs import plot_pairs
+x = np.random.default_rng(0).integers(0, 256, (120, 28, 28), dtype=np.uint8)
+summary = siamnet.fit(data=(x, np.arange(120) % 6), model="seed-cnn", loss="contrastive",
+                      epochs=1, steps_per_epoch=2, val_pairs=50, val_episodes=5,
+                      out=__import__("sys").argv[1], quiet=True)
+import torch
+fig = plot_pairs(torch.zeros(2, 1, 28, 28, dtype=torch.uint8),
+                 torch.zeros(2, 1, 28, 28, dtype=torch.uint8), torch.ones(2, dtype=torch.bool))
+print(matplotlib.get_backend(), type(fig).__name__)
+"""
+
+
+def test_training_and_figures_leave_the_plotting_backend_alone(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", NO_BACKEND_SWITCH, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SIAMNET_NO_TENSORBOARD": "1"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["svg", "Figure"]
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0

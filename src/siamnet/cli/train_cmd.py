@@ -239,7 +239,9 @@ def run(args: argparse.Namespace) -> int:
     from siamnet.train import TrainConfig, fit
 
     fields = set(TrainConfig.__dataclass_fields__)
-    given = {k: v for k, v in vars(args).items() if k in fields and v not in (None, False)}
+    given = {
+        k: v for k, v in vars(args).items() if k in fields and v is not None and v is not False
+    }
     config = TrainConfig(**given)
     if args.config:
         config = dataclasses.replace(TrainConfig.from_file(args.config), **given)

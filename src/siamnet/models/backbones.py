@@ -8,6 +8,7 @@ the Python API (see `siamnet.models.siamese.SiameseNet`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -201,8 +202,67 @@ BACKBONES: dict[str, Callable[[int, tuple[int, int]], nn.Module]] = {
 }
 
 
+def register_backbone(
+    name: str, factory: Callable[[int, tuple[int, int]], nn.Module]
+) -> Callable[[int, tuple[int, int]], nn.Module]:
+    """Make ``factory(in_channels, (H, W)) -> nn.Module`` known as `name` (to ``--model`` and
+    to checkpoints that record it); returns `factory`, so it works as a decorator's body."""
+    BACKBONES[name] = factory
+    return factory
+
+
+def is_backbone_name(name: str) -> bool:
+    """A registered backbone, or a class named ``package.module:Class`` (how a checkpoint
+    records a backbone given as a module through the Python API)."""
+    return name in BACKBONES or (":" in name and not name.startswith(":"))
+
+
 def build_backbone(name: str, in_channels: int, image_size: tuple[int, int]) -> nn.Module:
-    """A backbone by name, for `in_channels` and ``image_size = (H, W)``; has ``out_dim``."""
-    if name not in BACKBONES:
+    """A backbone by name, for `in_channels` and ``image_size = (H, W)``; has ``out_dim``.
+
+    A ``package.module:Class`` name (one's own module, recorded by a checkpoint) is imported
+    and built with no arguments; a class that needs arguments, or lives in a notebook or
+    script, must be registered (`register_backbone`) before its checkpoint is loaded."""
+    if name in BACKBONES:
+        net = BACKBONES[name](in_channels, tuple(image_size))
+    elif is_backbone_name(name):
+        net = _build_own_class(name)
+    else:
         raise ArgumentError(f"--model {name!r}: expected one of {', '.join(BACKBONES)}")
-    return BACKBONES[name](in_channels, tuple(image_size))
+    return with_out_dim(net, in_channels, image_size)
+
+
+def _build_own_class(name: str) -> nn.Module:
+    import importlib
+
+    module_name, _, qualname = name.partition(":")
+    how = (
+        f"register it first: siamnet.register_backbone({name!r}, lambda in_channels, "
+        "image_size: YourNet(...)), or load with load_checkpoint(path, model=...)"
+    )
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ArgumentError(f"backbone {name!r} is not importable here ({exc}); {how}") from exc
+    try:
+        return obj()
+    except TypeError as exc:
+        raise ArgumentError(f"backbone {name!r} needs arguments to build ({exc}); {how}") from exc
+
+
+def with_out_dim(net: nn.Module, in_channels: int, image_size: tuple[int, int]) -> nn.Module:
+    """`net` with ``out_dim``, found by embedding one blank image where it has none."""
+    if not hasattr(net, "out_dim"):
+        was_training = net.training
+        with torch.no_grad():
+            out = net.eval()(torch.zeros(1, in_channels, *image_size))
+        net.train(was_training)
+        if out.dim() != 2:
+            raise ArgumentError(
+                f"backbone {type(net).__name__}: must map images [B, C, H, W] to vectors "
+                f"[B, D], gave {list(out.shape)}"
+            )
+        net.out_dim = int(out.shape[1])
+    return net

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from siamnet.errors import ArgumentError, CheckpointError
-from siamnet.models.backbones import build_backbone
+from siamnet.models.backbones import build_backbone, with_out_dim
 from siamnet.models.heads import HEADS, PairHead, build_head
 
 
@@ -111,9 +111,13 @@ class SiameseNet(nn.Module):
         return self.head.to_score(self(a, b))
 
 
-def build_model(spec: ModelSpec) -> SiameseNet:
-    """A fresh, untrained `SiameseNet` as `spec` describes it."""
-    backbone = build_backbone(spec.model, spec.in_channels, spec.image_size)
+def build_model(spec: ModelSpec, backbone: nn.Module | None = None) -> SiameseNet:
+    """A fresh, untrained `SiameseNet` as `spec` describes it; `backbone`, when given, is used
+    as it is (one's own module) instead of the one `spec.model` names."""
+    if backbone is None:
+        backbone = build_backbone(spec.model, spec.in_channels, spec.image_size)
+    else:
+        backbone = with_out_dim(backbone, spec.in_channels, spec.image_size)
     head = build_head(spec.head, backbone.out_dim)
     norm = spec.normalization
     normalizer = Normalizer(list(norm["mean"]), list(norm["std"]), float(norm["scale"]))

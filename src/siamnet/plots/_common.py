@@ -1,20 +1,20 @@
-"""Helpers shared by the figure modules: image conversion and atomic PNG saving."""
+"""Helpers shared by the figure modules: image conversion, figures and atomic PNG saving.
+
+Figures are made as `matplotlib.figure.Figure` objects, never through ``pyplot``: importing
+siamnet or drawing a figure never changes the plotting backend of a notebook, and a figure is
+returned to be shown or changed, and saved when a path is given."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from siamnet.fileio import atomic_path  # noqa: E402
+from siamnet.fileio import atomic_path
 
 CORRECT_COLOUR = "tab:green"
 WRONG_COLOUR = "tab:red"
@@ -51,11 +51,17 @@ def frame(ax: Axes, colour: str, width: float = 3.0) -> None:
         spine.set_linewidth(width)
 
 
-def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
-    """Write `fig` to `path` as a PNG atomically and close it."""
-    try:
+def subplots(
+    nrows: int, ncols: int, figsize: tuple[float, float], squeeze: bool = True
+) -> tuple[Figure, Any]:
+    """A new figure (constrained layout, outside ``pyplot``) and its grid of axes."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str] | None, dpi: int = 100) -> Figure:
+    """Write `fig` to `path` as a PNG atomically (when a path is given); returns `fig`."""
+    if path is not None:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return fig

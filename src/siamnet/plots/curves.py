@@ -6,14 +6,11 @@ import csv
 import os
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from siamnet.errors import DataError  # noqa: E402
-from siamnet.fileio import atomic_path  # noqa: E402
+from siamnet.errors import DataError
+from siamnet.plots._common import save_figure, subplots
 
 
 def read_metrics(path: str | os.PathLike[str]) -> dict[str, list[float]]:
@@ -36,17 +33,17 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, list[float]]:
 
 def plot_training_curves(
     metrics_csv: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
     loss: str | None = None,
     accuracy_label: str | None = None,
-) -> Path:
+) -> Figure:
     """Three panels per epoch: training loss; accuracy (train batches or episodes, and
     validation pairs); one-shot accuracy on validation data. Written atomically to `out`.
 
     The training accuracy is labelled `accuracy_label`, else by the objective named `loss`."""
     m = read_metrics(metrics_csv)
     epochs = m["epoch"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+    fig, axes = subplots(1, 3, figsize=(13, 3.8))
     axes[0].plot(epochs, m["train_loss"], marker="o", color="tab:blue")
     axes[0].set_title("training loss")
     from siamnet.objectives import OBJECTIVES  # only to name a run's training accuracy
@@ -77,7 +74,4 @@ def plot_training_curves(
         ax.grid(alpha=0.3)
     for ax in axes[1:]:
         ax.set_ylim(0, 1.02)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 
 from siamnet.errors import ArgumentError
-from siamnet.plots._common import plt, save_figure
+from siamnet.plots._common import Figure, save_figure, subplots
 
 MAX_POINTS = 2000
 MAX_CLASSES = 20
@@ -96,12 +96,12 @@ def plot_embedding_map(
     labels: torch.Tensor,
     class_names: Sequence[str],
     seen: Sequence[bool],
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     method: str = "auto",
     max_points: int = MAX_POINTS,
     seed: int = 0,
     title: str | None = None,
-) -> Path:
+) -> Figure:
     """Map embeddings ``[N, D]`` with `labels` ``[N]`` to 2-D and draw them coloured by class:
     circles for classes in training (`seen[c]` True), crosses for classes never seen. At most
     `max_points` points of at most 20 classes are drawn. Written atomically (PNG)."""
@@ -114,8 +114,8 @@ def plot_embedding_map(
     lab = labels.cpu()[index].numpy()
     classes = list(dict.fromkeys(int(c) for c in np.unique(lab)))
     classes.sort(key=lambda c: (not seen[c], c))
-    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-    fig, ax = plt.subplots(figsize=(9.5, 7), constrained_layout=True)
+    cmap = colormaps.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    fig, ax = subplots(1, 1, figsize=(9.5, 7))
     for i, c in enumerate(classes):
         at = lab == c
         marker = SEEN_MARKER if seen[c] else UNSEEN_MARKER

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from siamnet.errors import ArgumentError
-from siamnet.plots._common import CORRECT_COLOUR, WRONG_COLOUR, frame, plt, save_figure, show_image
+from siamnet.plots._common import (
+    CORRECT_COLOUR,
+    WRONG_COLOUR,
+    Figure,
+    frame,
+    save_figure,
+    show_image,
+    subplots,
+)
 
 ANSWER_COLOUR = "tab:blue"
 MAX_WAYS = 10
@@ -22,10 +29,10 @@ def plot_episodes(
     support: torch.Tensor,
     scores: torch.Tensor,
     answer: torch.Tensor,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     class_names: Sequence[Sequence[str]] | None = None,
     title: str | None = None,
-) -> Path:
+) -> Figure:
     """One row per episode: the query ``[E, C, H, W]``, then one support image per class
     ``[E, N, C, H, W]`` titled with its class score ``[E, N]``. The model's choice (highest
     score) is framed green when it is the right answer `answer` ``[E]`` and red when not, in
@@ -43,7 +50,7 @@ def plot_episodes(
         )
     cols = n + 1
     size = (max(1.3 * cols + 0.4, 6.5), 1.65 * e + 1.0)
-    fig, axes = plt.subplots(e, cols, figsize=size, squeeze=False, constrained_layout=True)
+    fig, axes = subplots(e, cols, figsize=size, squeeze=False)
     right = 0
     for row in range(e):
         chosen = int(scores[row].argmax())

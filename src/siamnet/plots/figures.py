@@ -23,6 +23,7 @@ from siamnet.evaluate import (
     verification_pairs,
 )
 from siamnet.models.embed import embed_images
+from siamnet.plots._common import Figure
 from siamnet.plots.embedding_map import (
     MAX_POINTS,
     choose_classes,
@@ -46,11 +47,11 @@ def shown_pairs(labels: torch.Tensor, count: int, seed: int) -> tuple[torch.Tens
 
 def pairs_figure(
     data: LabeledImages,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     count: int = 10,
     seed: int = 0,
     title: str | None = None,
-) -> Path:
+) -> Figure:
     """Pairs of `data` as the blog post's first figure: left images above right images."""
     left, right, same = shown_pairs(data.labels, count, seed)
     return plot_pairs(data.images[left], data.images[right], same, path, title=title)
@@ -59,11 +60,11 @@ def pairs_figure(
 def predictions_figure(
     ckpt: Checkpoint,
     data: LabeledImages,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     count: int = 10,
     seed: int = 0,
     threshold: float | None = None,
-) -> Path:
+) -> Figure:
     """The model's verdict on pairs of `data` at `threshold` (default: the checkpoint's)."""
     t = ckpt.threshold if threshold is None else float(threshold)
     left, right, same = shown_pairs(data.labels, count, seed)
@@ -80,11 +81,11 @@ def predictions_figure(
 def roc_figure(
     ckpt: Checkpoint,
     data: LabeledImages,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     pairs: int = 10000,
     seed: int = 0,
     evaluation: Evaluation | None = None,
-) -> Path:
+) -> Figure:
     """ROC curve and score histograms of `pairs` fixed pairs of `data` (or of `evaluation`'s
     verification pairs) at the checkpoint's threshold."""
     if evaluation is not None:
@@ -106,11 +107,11 @@ def roc_figure(
 def embeddings_figure(
     ckpt: Checkpoint,
     dataset: Dataset,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     max_points: int = MAX_POINTS,
     method: str = "auto",
     seed: int = 0,
-) -> Path:
+) -> Figure:
     """A 2-D map of the embeddings of every split of `dataset`, training classes as circles
     and unseen classes as crosses (at most `max_points` points of 20 classes)."""
     if max_points < 5:
@@ -137,11 +138,11 @@ def embeddings_figure(
 def episodes_figure(
     ckpt: Checkpoint,
     data: LabeledImages,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     ways: int = 5,
     episodes: int = 4,
     seed: int = 0,
-) -> Path:
+) -> Figure:
     """`episodes` one-shot `ways`-way episodes of `data` (ways capped at its classes and at 10)
     with the model's class scores, its choice and the right answer."""
     ways = min(int(ways), data.num_classes, MAX_WAYS)
@@ -184,10 +185,10 @@ def evaluation_figures(
     out = Path(folder)
     data = evaluation.data.data
     ways = min(5, data.num_classes)
-    return [
-        pairs_figure(data, out / "pairs.png", seed=seed, title="pairs of the evaluation data"),
-        predictions_figure(ckpt, data, out / "predictions.png", seed=seed),
-        roc_figure(ckpt, data, out / "roc.png", evaluation=evaluation),
-        embeddings_figure(ckpt, dataset, out / "embeddings.png", max_points, seed=seed),
-        episodes_figure(ckpt, data, out / "episodes.png", ways=ways, seed=seed),
-    ]
+    names = ["pairs.png", "predictions.png", "roc.png", "embeddings.png", "episodes.png"]
+    pairs_figure(data, out / names[0], seed=seed, title="pairs of the evaluation data")
+    predictions_figure(ckpt, data, out / names[1], seed=seed)
+    roc_figure(ckpt, data, out / names[2], evaluation=evaluation)
+    embeddings_figure(ckpt, dataset, out / names[3], max_points, seed=seed)
+    episodes_figure(ckpt, data, out / names[4], ways=ways, seed=seed)
+    return [out / name for name in names]

@@ -7,7 +7,7 @@ the blog post's first two figures.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -15,10 +15,11 @@ from siamnet.errors import ArgumentError
 from siamnet.plots._common import (
     CORRECT_COLOUR,
     WRONG_COLOUR,
+    Figure,
     frame,
-    plt,
     save_figure,
     show_image,
+    subplots,
 )
 
 MAX_COLUMNS = 16
@@ -41,11 +42,11 @@ def _check_pairs(left: torch.Tensor, right: torch.Tensor, same: torch.Tensor) ->
     return min(b, MAX_COLUMNS)
 
 
-def _pair_grid(n: int, title: str | None) -> tuple[plt.Figure, object]:
+def _pair_grid(n: int, title: str | None) -> tuple[Figure, Any]:
     """A 2×n grid of axes sized so that titles of neighbouring columns do not overlap."""
     width = max(1.25 * n, 4.0)
     height = 3.0 if title else 2.7
-    fig, axes = plt.subplots(2, n, figsize=(width, height), squeeze=False, constrained_layout=True)
+    fig, axes = subplots(2, n, figsize=(width, height), squeeze=False)
     if title:
         fig.suptitle(title)
     return fig, axes
@@ -55,9 +56,9 @@ def plot_pairs(
     left: torch.Tensor,
     right: torch.Tensor,
     same: torch.Tensor,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     title: str | None = None,
-) -> Path:
+) -> Figure:
     """Draw pairs as columns: top row `left` ``[B, C, H, W]``, bottom row `right`, each column
     titled "same" or "different" from `same` ``[B]`` (bool). At most 16 columns are drawn.
     Written atomically to `path` (PNG)."""
@@ -76,9 +77,9 @@ def plot_predictions(
     same: torch.Tensor,
     scores: torch.Tensor,
     predicted_same: torch.Tensor,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     title: str | None = None,
-) -> Path:
+) -> Figure:
     """Draw the model's verdict on pairs ``[B, C, H, W]``: each column is titled with the
     predicted label ("same"/"different") and its score ``[B]``; title and frame are green where
     the prediction matches `same` ``[B]`` and red where it does not. Written atomically (PNG)."""

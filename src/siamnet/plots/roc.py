@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn import metrics as skm
 
 from siamnet.errors import ArgumentError
-from siamnet.plots._common import Axes, plt, save_figure
+from siamnet.plots._common import Axes, Figure, save_figure, subplots
 
 
 def _arrays(scores: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -76,13 +75,13 @@ def plot_roc(
     scores: torch.Tensor,
     targets: torch.Tensor,
     threshold: float,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     score_name: str = "score",
     title: str | None = None,
-) -> Path:
+) -> Figure:
     """Two panels: the ROC curve with the operating threshold, and the score histograms of
     same and different pairs (`scores`, `targets` ``[P]``). Written atomically (PNG)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
+    fig, axes = subplots(1, 2, figsize=(11, 4.6))
     draw_roc(axes[0], scores, targets, threshold)
     draw_score_histograms(axes[1], scores, targets, threshold, score_name)
     if title:

@@ -75,13 +75,15 @@ def check_config(cfg: TrainConfig) -> None:
 
 def check_names(cfg: TrainConfig) -> None:
     """``--preset``, ``--model``, ``--loss``, ``--schedule`` and the fixed vocabularies."""
+    from torch import nn
+
     from siamnet.models.backbones import BACKBONES
     from siamnet.objectives import OBJECTIVES
     from siamnet.train.optim import lr_factor
 
     if cfg.preset is not None and cfg.preset not in PRESETS:
         raise ArgumentError(f"--preset {cfg.preset!r}: expected one of {', '.join(PRESETS)}")
-    if cfg.model not in BACKBONES:
+    if not isinstance(cfg.model, nn.Module) and cfg.model not in BACKBONES:
         raise ArgumentError(f"--model {cfg.model!r}: expected one of {', '.join(BACKBONES)}")
     if cfg.loss not in OBJECTIVES:
         raise ArgumentError(f"--loss {cfg.loss!r}: expected one of {', '.join(OBJECTIVES)}")

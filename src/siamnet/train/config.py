@@ -122,7 +122,9 @@ class TrainConfig:
         return {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name != "extra" and getattr(self, f.name) not in (None, False)
+            if f.name != "extra"
+            and getattr(self, f.name) is not None
+            and getattr(self, f.name) is not False
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -131,8 +133,9 @@ class TrainConfig:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["extra"] = dict(self.extra)
         d["image_size"] = list(self.image_size) if self.image_size else None
-        if d["data"] is not None and not isinstance(d["data"], str):
-            d["data"] = None  # data given in memory: recorded by its description instead
+        for name in ("data", "test_data"):  # data given in memory is not recorded
+            if d[name] is not None and not isinstance(d[name], str):
+                d[name] = None
         if d["model"] is not None and not isinstance(d["model"], str):
             d["model"] = backbone_name(d["model"])
         return d

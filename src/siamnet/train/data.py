@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from siamnet.data.class_augment import with_rotated_classes
+from siamnet.data.in_memory import as_dataset
 from siamnet.data.labeled import LabeledImages
-from siamnet.data.registry import load_dataset
 from siamnet.data.splits import split_by_class, split_by_example
 from siamnet.errors import ArgumentError
 from siamnet.train.config import TrainConfig
@@ -29,9 +29,10 @@ class TrainData:
 
 def prepare_data(cfg: TrainConfig) -> TrainData:
     """Load ``--data`` (and ``--test-data``), hold out evaluation classes, split validation."""
-    dataset = load_dataset(cfg.data, cfg.image_size)
+    dataset = as_dataset(cfg.data, cfg.image_size)
     train = dataset.train
-    test = load_dataset(cfg.test_data, cfg.image_size).train if cfg.test_data else dataset.test
+    given_test = cfg.test_data is not None
+    test = as_dataset(cfg.test_data, cfg.image_size).train if given_test else dataset.test
     notes = list(train.notes)
     unseen = None
     if cfg.eval_classes or cfg.eval_fraction:

@@ -58,13 +58,25 @@ from siamnet.train.step import BatchMaker, train_epoch
 from siamnet.train.validation import finish, selection_score, test_pair_accuracy, validate
 
 
-def fit(config: TrainConfig, objective: Objective | None = None) -> dict[str, Any]:
-    """Train as `config` says; returns the final summary (also written to ``summary.json``).
+def fit(
+    config: TrainConfig | None = None, objective: Objective | None = None, **arguments: Any
+) -> dict[str, Any]:
+    """Train as `config` (and the keyword `arguments`, which win) say; returns the final
+    summary (also written to ``summary.json`` in the run folder).
 
-    `objective` replaces ``config.loss`` with an objective of one's own; it is registered
-    under its name so that its checkpoints load in this process (register it again with
-    `siamnet.objectives.register_objective` in another). Once the data is loaded, the process
-    keeps freed memory for reuse (`siamnet.allocator.keep_freed_memory`, glibc only)."""
+    ``data`` (and ``test_data``) may be a SPEC, a `LabeledImages`, a pair ``(images, labels)``
+    of arrays or a map-style torch ``Dataset``; ``model`` a backbone name or one's own
+    ``nn.Module`` (images ``[B, C, H, W]`` to vectors ``[B, D]``). `objective` replaces
+    ``config.loss`` with an objective of one's own. Once the data is loaded, the process keeps
+    freed memory for reuse (`siamnet.allocator.keep_freed_memory`, glibc only).
+
+    >>> import numpy as np, siamnet
+    >>> x = np.random.randint(0, 256, (200, 28, 28), dtype=np.uint8); y = np.arange(200) % 5
+    >>> summary = siamnet.fit(data=(x, y), model="seed-cnn", loss="contrastive", epochs=1,
+    ...                       steps_per_epoch=5, out="runs/notebook", overwrite=True)
+    >>> model = siamnet.load_checkpoint("runs/notebook")
+    """
+    config = dataclasses.replace(config or TrainConfig(), **arguments)
     if objective is not None:
         register_objective(objective)
         config = dataclasses.replace(config, loss=objective.name)
@@ -233,12 +245,21 @@ def _announce(cfg: TrainConfig, data: TrainData, device: torch.device, info: Dis
         return
     unseen = f", {data.unseen.num_classes} unseen classes held out" if data.unseen else ""
     print(
-        f"training {cfg.model}/{cfg.loss} on {cfg.data}: {len(data.train)} images of "
+        f"training {model_label(cfg)}/{cfg.loss} on {data_label(cfg, data)}: "
+        f"{len(data.train)} images of "
         f"{data.train.num_classes} classes{unseen}; validation: {data.val_protocol}; "
         f"device {device}" + (f" × {info.world_size} processes" if info.enabled else ""),
         file=sys.stderr,
         flush=True,
     )
+
+
+def model_label(cfg: TrainConfig) -> str:
+    return cfg.model if isinstance(cfg.model, str) else type(cfg.model).__name__
+
+
+def data_label(cfg: TrainConfig, data: TrainData) -> str:
+    return cfg.data if isinstance(cfg.data, str) else data.train.source or "in-memory data"
 
 
 def _epoch_line(row: dict[str, Any], cfg: TrainConfig) -> str:

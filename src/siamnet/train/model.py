@@ -17,7 +17,7 @@ from siamnet.models.pretrained import (
 )
 from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
 from siamnet.objectives import Objective, ObjectiveSettings, get_objective
-from siamnet.train.config import TrainConfig
+from siamnet.train.config import TrainConfig, backbone_name
 from siamnet.train.data import TrainData, normalization_for
 
 
@@ -41,8 +41,9 @@ def build_training_model(
     normalisation and temperature; ImageNet weights with ``--pretrained``, Koch et al.'s
     initialisation with ``--preset koch``."""
     objective = get_objective(objective or cfg.loss)
+    own = cfg.model if isinstance(cfg.model, nn.Module) else None
     spec = ModelSpec(
-        model="resnet18-imagenet" if cfg.pretrained else cfg.model,
+        model="resnet18-imagenet" if cfg.pretrained else backbone_name(own) if own else cfg.model,
         loss=objective.name,
         head=objective.head,
         in_channels=data.train.channels,
@@ -57,7 +58,7 @@ def build_training_model(
     )
     torch.manual_seed(cfg.seed)
     weights = pretrained_weights(cfg)
-    model = build_model(spec)
+    model = build_model(spec, backbone=own)
     if weights is not None:
         model.backbone.load_state_dict(load_resnet18_weights(weights, spec.in_channels))
     if cfg.koch_init and isinstance(model.backbone, KochNet):

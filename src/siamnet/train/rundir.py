@@ -210,7 +210,7 @@ def prepare_run_dir(cfg: TrainConfig, info: DistInfo) -> RunFolder:
     replaced = None
     if cfg.resume:
         if info.is_main:  # temporaries of a writer killed mid-write (never the live files)
-            remove_stale_temps(run_dir, unmarked_for=RUN_FILES)
+            remove_stale_temps(run_dir)
         barrier(info)
         return RunFolder(run_dir, None)
     if info.is_main:

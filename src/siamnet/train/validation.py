@@ -103,7 +103,7 @@ def finish(
     model = ckpt.model
     summary: dict[str, Any] = {
         "run": str(run_dir),
-        "model": cfg.model,
+        "model": ckpt.spec.model,
         "loss": cfg.loss,
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
