@@ -16,6 +16,7 @@ from siamnet.infer import (
     class_scores,
     classify,
     compare,
+    finite_number,
 )
 
 from shapes_model import SHAPES, draw_shapes, shape_set, write_checkpoint
@@ -185,3 +186,17 @@ def test_thousand_queries_against_thousand_classes_embed_each_image_once(euclide
     assert seen["calls"] == 2 * -(-1000 // per_batch)  # batches of the default size, no more
     predicted_shape = torch.tensor([int(p.label) for p in predictions]) % len(SHAPES)
     assert float((predicted_shape == query_shapes).float().mean()) >= 0.95
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_thresholds_that_are_not_finite_are_refused(euclidean_ckpt, value):
+    """With nan every comparison is false: every pair "different", no query "unknown"."""
+    a, b = one("bar", 1), one("bar", 2)
+    with pytest.raises(ArgumentError, match=f"threshold {value}: expected a finite number"):
+        compare(euclidean_ckpt, a, b, threshold=value)
+    support = build_support(euclidean_ckpt, *shape_set(1, seed=91), list(SHAPES))
+    with pytest.raises(ArgumentError, match=f"reject_below {value}: expected a finite number"):
+        classify(euclidean_ckpt, support, a[None], reject_below=value)
+    with pytest.raises(ArgumentError, match=f"--threshold {value}: expected a finite number"):
+        finite_number(value, "--threshold")
+    assert finite_number(None, "--threshold") is None and finite_number(-1, "t") == -1.0

@@ -7,6 +7,7 @@ and never loop over pairs in Python.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +27,24 @@ from siamnet.models.siamese import SiameseNet
 
 #: Elements of one ``[queries, support]`` score block; queries are processed in chunks under it.
 SCORE_BLOCK = 1 << 24
+
+
+# --- thresholds ------------------------------------------------------------------------------
+
+
+def finite_number(value: float | None, name: str) -> float | None:
+    """`value` as a float (None stays None); `ArgumentError` naming `name` (a flag such as
+    ``--threshold``, or a parameter) when it is not a finite number: with ``nan`` every
+    comparison is false, so every pair would be "different" and no query "unknown"."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ArgumentError(f"{name} {value}: expected a finite number")
+    return number
 
 
 # --- compare ---------------------------------------------------------------------------------
@@ -56,7 +75,7 @@ def model_of(source: Checkpoint | SiameseNet) -> SiameseNet:
 def threshold_of(source: Checkpoint | SiameseNet, threshold: float | None = None) -> float:
     """`threshold` if given, else the checkpoint's calibrated threshold."""
     if threshold is not None:
-        return float(threshold)
+        return finite_number(threshold, "threshold")  # type: ignore[return-value]
     if isinstance(source, Checkpoint):
         value = source.metadata.get("threshold")
         if value is not None:
@@ -224,6 +243,7 @@ def classify(
     """
     model = model_of(source)
     check_scoring(scoring)
+    reject_below = finite_number(reject_below, "reject_below")
     if len(queries) == 0:
         return []
     if queries.dim() == 4:

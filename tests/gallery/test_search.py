@@ -4,13 +4,24 @@ top-k checks; an l1 gallery needs the model's head."""
 from __future__ import annotations
 
 import copy
+import json
+import os
 
 import pytest
 import torch
 
 from siamnet.errors import ArgumentError
 from siamnet.evaluate import embed_images
-from siamnet.gallery import ExactSearch, FaissSearch, Gallery, RerankSearch, build_gallery, search
+from siamnet.gallery import (
+    ExactSearch,
+    FaissSearch,
+    Gallery,
+    RerankSearch,
+    build_gallery,
+    search,
+    search_matches,
+    shown_name,
+)
 from siamnet.models.heads import CosineHead, DistanceHead, L1Head
 
 from shapes_model import shape_set
@@ -131,3 +142,41 @@ def test_l1_gallery_search_needs_the_head(bce_ckpt, tmp_path):
     want_indices, want_scores = brute_force(head, gallery.embeddings, q, 2)
     assert torch.equal(indices, want_indices)
     torch.testing.assert_close(scores.double(), want_scores, rtol=1e-5, atol=1e-6)
+
+
+@needs_faiss
+def test_an_ivf_search_visiting_no_cell_is_refused():
+    items, _ = random_gallery(n=200, seed=6)
+    with pytest.raises(ArgumentError, match="--nprobe 0: expected at least 1"):
+        FaissSearch(items, DistanceHead(), "ivf", nlist=4, nprobe=0)
+
+
+# --- the matches sent out --------------------------------------------------------------------
+
+
+def small_gallery(labels, files) -> Gallery:
+    return Gallery(torch.zeros(len(files), 2), labels, files, "euclidean", {})
+
+
+def test_search_matches_skip_empty_places_and_mark_same():
+    gallery = small_gallery(["bar", None, "ring"], ["/data/a.png", "/data/sub/b.png", "c.png"])
+    matches = search_matches(gallery, [2, -1, 1], [-0.1, float("-inf"), -0.7], threshold=-0.5)
+    assert [(m["rank"], m["index"], m["file"], m["label"]) for m in matches] == [
+        (1, 2, "c.png", "ring"),
+        (3, 1, "/data/sub/b.png", None),
+    ]
+    assert [(m["score"], m["same"]) for m in matches] == [(-0.1, True), (-0.7, False)]
+    unjudged = search_matches(gallery, [0], [float("nan")])
+    assert unjudged[0]["score"] is None and unjudged[0]["same"] is None
+
+
+def test_names_sent_out_are_utf8_text():
+    bad = os.fsdecode(b"b\xffr")
+    assert shown_name(bad) == "b\\xffr" and shown_name("café/ok") == "café/ok"
+    assert shown_name("\ud800") == "\\ud800"  # a lone surrogate read from JSON
+    gallery = small_gallery([bad], [f"/data/{bad}/{bad}.png"])
+    (public,) = search_matches(gallery, [0], [0.5], 0.0, public=True)
+    assert (public["file"], public["label"]) == ("b\\xffr.png", "b\\xffr")
+    json.dumps(public, ensure_ascii=False).encode("utf-8")  # no surrogates left
+    (local,) = search_matches(gallery, [0], [0.5], 0.0)
+    assert local["file"] == f"/data/{bad}/{bad}.png"  # the path as it is, to open it

@@ -71,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
     from siamnet.checkpoint import load_checkpoint
     from siamnet.device import resolve_device
     from siamnet.images import read_images, read_support_folder
-    from siamnet.infer import build_support, classify
+    from siamnet.infer import build_support, classify, finite_number
 
+    reject_below = finite_number(args.reject_below, "--reject-below")
     ckpt = load_checkpoint(args.checkpoint, resolve_device(args.device))
     channels, size = ckpt.spec.in_channels, ckpt.spec.image_size
     images, labels, classes, paths, support_failures = read_support_folder(
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     queries, ok, query_failures = read_images(files, channels, size, args.invert, "reading queries")
     report_skipped(query_failures)
     predictions = (
-        classify(ckpt, support, queries, args.reject_below, args.scoring, args.batch_size)
+        classify(ckpt, support, queries, reject_below, args.scoring, args.batch_size)
         if len(ok)
         else []
     )

@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         "Score two images with a trained model and say whether they show the same class.",
         "siamnet compare runs/digits a.png b.png\n"
-        "  siamnet compare runs/digits a.png b.png --threshold 0.8 --json\n"
+        "  siamnet compare runs/digits a.png b.png --json   # score, distance and the threshold\n"
         "  siamnet compare runs/digits pen1.png pen2.png --invert   # black-on-white drawings",
     )
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
@@ -24,14 +24,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threshold",
         type=float,
-        help="'same' when the score is at least this (default: the checkpoint's calibrated one)",
+        help="'same' when the score is at least this, on the score's scale (below): for the "
+        "default euclidean head minus a distance, so 0 or below (default: the checkpoint's "
+        "calibrated one)",
     )
     add_image_options(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.epilog = (
-        "The score is higher for more alike images: the probability of 'same' for the l1 head\n"
-        "(bce training), minus the embedding distance for euclidean heads (contrastive,\n"
-        "triplet, proto), the cosine for cosine heads. An unreadable image is refused (exit\n"
+        "The score is higher for more alike images; its scale is the head's: the probability\n"
+        "of 'same', 0..1, for the l1 head (bce training); minus the embedding distance, 0 or\n"
+        "below, for euclidean heads (contrastive, triplet, proto; the default); the cosine,\n"
+        "-1..1, for cosine heads. A --threshold must be on that scale: the --json output and\n"
+        "'siamnet evaluate' show the checkpoint's own. An unreadable image is refused (exit\n"
         "status 2)."
     )
     p.set_defaults(func=run)
@@ -41,13 +45,14 @@ def run(args: argparse.Namespace) -> int:
     from siamnet.checkpoint import load_checkpoint
     from siamnet.device import resolve_device
     from siamnet.images import read_image
-    from siamnet.infer import compare
+    from siamnet.infer import compare, finite_number
 
+    threshold = finite_number(args.threshold, "--threshold")
     ckpt = load_checkpoint(args.checkpoint, resolve_device(args.device))
     spec = ckpt.spec
     a = read_image(args.a, spec.in_channels, spec.image_size, invert=args.invert)
     b = read_image(args.b, spec.in_channels, spec.image_size, invert=args.invert)
-    result = compare(ckpt, a, b, threshold=args.threshold)
+    result = compare(ckpt, a, b, threshold=threshold)
     if args.json:
         print_json({"a": args.a, "b": args.b, "head": spec.head, **result.to_dict()})
         return 0

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from siamnet.cli.common import add_quiet, add_verb, parse_image_size, print_json
 from siamnet.errors import ArgumentError
+from siamnet.outpaths import check_output_file
 
 if TYPE_CHECKING:
     import torch
@@ -86,15 +87,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help="a data set name or a path (see 'siamnet data')")
     p.add_argument(
-        "--image-size", metavar="HxW", help="resize every image to HxW (e.g. 28x28, or 28)"
+        "--image-size",
+        metavar="HxW",
+        help="resize every image to HxW (e.g. 28x28, or 28), each side no larger than a "
+        "checkpoint's input may be",
     )
+
+
+def image_size(text: str | None) -> tuple[int, int] | None:
+    """``--image-size`` as ``(H, W)``, each side at most the largest input side a checkpoint
+    may describe (`siamnet.checkpoint.MAX_IMAGE_SIDE`), so that a typo is refused in one line
+    rather than as a failed allocation of ``N·H·W`` bytes."""
+    from siamnet.checkpoint import MAX_IMAGE_SIDE
+
+    size = parse_image_size(text)
+    if size is not None and max(size) > MAX_IMAGE_SIDE:
+        raise ArgumentError(
+            f"--image-size {text}: each side must be at most {MAX_IMAGE_SIDE} pixels"
+        )
+    return size
 
 
 # --- info ------------------------------------------------------------------------------------
 def run_info(args: argparse.Namespace) -> int:
     from siamnet.data.registry import load_dataset
 
-    size = parse_image_size(args.image_size)
+    size = image_size(args.image_size)
     dataset = load_dataset(args.spec, size)
     splits = [
         split_summary(name, dataset.roles.get(name, ""), data)
@@ -223,7 +241,8 @@ def run_show(args: argparse.Namespace) -> int:
         raise ArgumentError(
             f"--pairs {args.pairs}: expected 2..{MAX_SHOWN_PAIRS} (one figure column per pair)"
         )
-    size = parse_image_size(args.image_size)
+    out = check_output_file(args.out, "--out")
+    size = image_size(args.image_size)
     dataset = load_dataset(args.spec, size)
     split = args.split or next(iter(dataset.splits))
     if split not in dataset.splits:
@@ -235,8 +254,8 @@ def run_show(args: argparse.Namespace) -> int:
     left, right, target = fixed_pairs(data.labels, args.pairs, args.seed)
     name = Path(dataset.name).name or dataset.name
     title = args.title or f"{name}, {split}: {args.pairs} pairs (seed {args.seed})"
-    path = plot_pairs(data.images[left], data.images[right], target.bool(), args.out, title=title)
-    print(path)
+    plot_pairs(data.images[left], data.images[right], target.bool(), out, title=title)
+    print(out)
     return 0
 
 

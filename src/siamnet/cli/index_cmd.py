@@ -177,8 +177,10 @@ def run_build(args: argparse.Namespace) -> int:
     from siamnet.checkpoint import load_checkpoint
     from siamnet.device import resolve_device
     from siamnet.gallery import build_gallery, refuse_existing_gallery
+    from siamnet.outpaths import check_output_dir
 
-    refuse_existing_gallery(Path(args.out), args.overwrite)  # before any work
+    out = check_output_dir(args.out, "--out")  # before any work
+    refuse_existing_gallery(out, args.overwrite)
     ckpt = load_checkpoint(args.checkpoint, resolve_device(args.device))
     items = _read_data(args, ckpt)
     gallery = build_gallery(
@@ -207,11 +209,12 @@ def run_add(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     from siamnet.cli.common import query_files
-    from siamnet.gallery import load_gallery, make_searcher
+    from siamnet.gallery import load_gallery, make_searcher, search_matches
     from siamnet.images import read_images
     from siamnet.infer import threshold_of
     from siamnet.models.embed import embed_images
 
+    given = _search_options(args)
     gallery = load_gallery(args.gallery)
     ckpt = _gallery_checkpoint(args, gallery)
     device = next(ckpt.model.parameters()).device
@@ -219,31 +222,18 @@ def run_search(args: argparse.Namespace) -> int:
     files = query_files(args.queries)
     images, ok, failures = read_images(files, channels, size, args.invert, "reading queries")
     report_skipped(failures)
-    has_threshold = args.threshold is not None or ckpt.metadata.get("threshold") is not None
-    threshold = threshold_of(ckpt, args.threshold) if has_threshold else None
+    has_threshold = given is not None or ckpt.metadata.get("threshold") is not None
+    threshold = threshold_of(ckpt, given) if has_threshold else None
     results = []
     if ok:
         options = {"nprobe": args.nprobe} if args.method == "faiss-ivf" else {}
-        if args.method.startswith("faiss"):
-            searcher = make_searcher(gallery, ckpt.model.head, args.method, **options)
-        else:
+        if not args.method.startswith("faiss"):
             gallery.embeddings = gallery.embeddings.to(device)
-            searcher = make_searcher(gallery, ckpt.model.head, args.method)
+        searcher = make_searcher(gallery, ckpt.model.head, args.method, **options)
         queries = embed_images(ckpt.model, images, batch_size=args.batch_size, device=device)
         indices, scores = searcher.search(queries, args.top_k)
         for f, row, row_scores in zip(ok, indices.tolist(), scores.tolist(), strict=True):
-            matches = [
-                {
-                    "rank": rank,
-                    "index": i,
-                    "file": gallery.files[i],
-                    "label": gallery.labels[i],
-                    "score": s,
-                    **({"same": s >= threshold} if threshold is not None else {}),
-                }
-                for rank, (i, s) in enumerate(zip(row, row_scores, strict=True), start=1)
-                if i >= 0
-            ]
+            matches = search_matches(gallery, row, row_scores, threshold)
             results.append({"query": str(f), "matches": matches})
     if args.json:
         print_json(
@@ -260,6 +250,17 @@ def run_search(args: argparse.Namespace) -> int:
             print(r["query"])
             for m in r["matches"]:
                 label = "" if m["label"] is None else f"\t{m['label']}"
-                same = "\tsame" if m.get("same") else ""
-                print(f"  {m['rank']}.\t{m['score']:.4f}\t{m['file']}{label}{same}")
+                same = "\tsame" if m["same"] else ""
+                score = "n/a" if m["score"] is None else f"{m['score']:.4f}"
+                print(f"  {m['rank']}.\t{score}\t{m['file']}{label}{same}")
     return 1 if failures else 0
+
+
+def _search_options(args: argparse.Namespace) -> float | None:
+    """Check ``--threshold``, ``--top-k`` and ``--nprobe`` before any work; the threshold
+    given (None: the checkpoint's)."""
+    from siamnet.gallery import check_search_options
+    from siamnet.infer import finite_number
+
+    check_search_options(args.top_k, args.nprobe)
+    return finite_number(args.threshold, "--threshold")

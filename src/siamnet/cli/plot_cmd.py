@@ -7,6 +7,7 @@ from pathlib import Path
 
 from siamnet.cli.common import NO_DEFAULT, add_quiet, add_verb, one_line_errors, parse_name_list
 from siamnet.errors import ArgumentError
+from siamnet.outpaths import check_output_file
 
 KINDS = ("pairs", "predictions", "roc", "embeddings", "episodes", "curves")
 
@@ -79,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ArgumentError(f"--out {args.out}: figures are PNG files; name it *.png")
+    check_output_file(out, "--out")
+    from siamnet.infer import finite_number
+
+    threshold = finite_number(args.threshold, "--threshold")
     if args.kind == "curves":
         return _curves(args, out)
     if args.kind == "pairs" and args.source is None:
@@ -99,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         if args.kind == "pairs":
             figures.pairs_figure(data, out, args.count, args.seed)
         elif args.kind == "predictions":
-            figures.predictions_figure(ckpt, data, out, args.count, args.seed, args.threshold)
+            figures.predictions_figure(ckpt, data, out, args.count, args.seed, threshold)
         elif args.kind == "roc":
             figures.roc_figure(ckpt, data, out, args.pairs, args.seed)
         else:

@@ -106,11 +106,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from siamnet.infer import finite_number
     from siamnet.serve import require_serve_extra
 
     require_serve_extra()
     max_bytes = _max_upload_bytes(args.max_upload_mb)
     _check_limits(args.max_connections, args.read_timeout)
+    args.threshold = finite_number(args.threshold, "--threshold")
     hosts = allowed_hosts(args.host, args.allowed_host or [])
     sock = listening_socket(args.host, args.port)  # before the model loads: fail fast
     try:

@@ -14,10 +14,13 @@ from siamnet.gallery.search import (
     ExactSearch,
     FaissSearch,
     RerankSearch,
+    check_search_options,
     head_for,
     import_faiss,
     make_searcher,
     search,
+    search_matches,
+    shown_name,
 )
 from siamnet.gallery.store import (
     CHECKPOINT_RECORD_FIELDS,
@@ -50,6 +53,7 @@ __all__ = [
     "SEARCH_METHODS",
     "add_to_gallery",
     "build_gallery",
+    "check_search_options",
     "checkpoint_identity",
     "head_for",
     "import_faiss",
@@ -59,4 +63,6 @@ __all__ = [
     "refuse_existing_gallery",
     "save_gallery",
     "search",
+    "search_matches",
+    "shown_name",
 ]

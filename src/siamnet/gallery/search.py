@@ -9,6 +9,9 @@ IVF (approximate) index.
 
 from __future__ import annotations
 
+import math
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -126,6 +129,7 @@ class FaissSearch:
         train_size: int = 50_000,
         seed: int = 0,
     ) -> None:
+        check_search_options(nprobe=nprobe)
         faiss = import_faiss()
         self.head = head
         self.kind = index
@@ -232,9 +236,63 @@ def search(
     return make_searcher(gallery, head, method, **options).search(queries, top_k)
 
 
-def _clamp_k(top_k: int, count: int) -> int:
+def search_matches(
+    gallery: Gallery,
+    indices: list[int],
+    scores: list[float],
+    threshold: float | None = None,
+    public: bool = False,
+) -> list[dict[str, Any]]:
+    """One query's matches, best first, from a row of `search`'s indices and scores ``[k]``:
+    ``rank``, ``index``, ``file``, ``label``, ``score`` (None when not finite: JSON has no
+    infinity) and ``same`` (``score >= threshold``; None without a threshold). Places an IVF
+    search left empty (index -1) are left out.
+
+    `public` is for answers sent over the network: files by their base name only, and every
+    name through `shown_name`.
+    """
+    matches = []
+    for rank, (i, s) in enumerate(zip(indices, scores, strict=True), start=1):
+        if i < 0:
+            continue
+        file, label = gallery.files[i], gallery.labels[i]
+        if public:
+            file = shown_name(Path(file).name)
+            label = None if label is None else shown_name(label)
+        score = float(s) if math.isfinite(s) else None
+        same = None if threshold is None or score is None else score >= threshold
+        matches.append(
+            {"rank": rank, "index": i, "file": file, "label": label, "score": score, "same": same}
+        )
+    return matches
+
+
+def shown_name(name: str | os.PathLike[str]) -> str:
+    """A file or class name as text that UTF-8 (and so JSON) can carry.
+
+    A name whose bytes are not UTF-8 (a file named ``b"\\xff"`` on Linux) reaches Python with
+    surrogate escapes, which no UTF-8 encoder accepts; those bytes are written ``\\xff``
+    instead. Every other name is returned as it is.
+    """
+    text = os.fspath(name)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def check_search_options(top_k: int = 1, nprobe: int = 1) -> None:
+    """``--top-k`` (items per query) and ``--nprobe`` (IVF cells visited per query) must be at
+    least 1."""
     if top_k < 1:
         raise ArgumentError(f"--top-k {top_k}: expected a positive number")
+    if nprobe < 1:
+        raise ArgumentError(f"--nprobe {nprobe}: expected at least 1 cell visited per query")
+
+
+def _clamp_k(top_k: int, count: int) -> int:
+    check_search_options(top_k=top_k)
     if count == 0:
         raise DataError("the gallery is empty")
     return min(top_k, count)

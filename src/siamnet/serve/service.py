@@ -30,9 +30,17 @@ from siamnet.gallery import (
     load_gallery,
     make_searcher,
     read_gallery_items,
+    search_matches,
 )
 from siamnet.images import IMAGE_FORMATS, read_image_bytes, read_support_folder
-from siamnet.infer import SupportSet, build_support, class_scores, classify, compare
+from siamnet.infer import (
+    SupportSet,
+    build_support,
+    class_scores,
+    classify,
+    compare,
+    finite_number,
+)
 from siamnet.models.embed import embed_images
 
 #: Largest image (width x height) an upload may declare; larger ones are refused before
@@ -100,7 +108,7 @@ class ModelService:
         self.gallery = gallery
         if threshold is None:
             threshold = checkpoint.metadata.get("threshold")
-        self.threshold = None if threshold is None else float(threshold)
+        self.threshold = finite_number(threshold, "threshold")
         self.invert = invert
         self.scoring = scoring
         self.device = next(checkpoint.model.parameters()).device
@@ -121,6 +129,7 @@ class ModelService:
         scoring: str = "mean",
     ) -> ModelService:
         """Load the checkpoint, embed the support folder and read (or make) the gallery."""
+        threshold = finite_number(threshold, "threshold")
         ckpt = load_checkpoint(checkpoint, device)
         support = load_support(ckpt, support_dir, invert) if support_dir is not None else None
         gallery = load_gallery_state(ckpt, gallery_dir, invert) if gallery_dir is not None else None
@@ -148,7 +157,7 @@ class ModelService:
         image_a, image_b = self.decode(a, name_a), self.decode(b, name_b)
         t = self.threshold
         with self._lock, torch.inference_mode():
-            result = compare(self.checkpoint, image_a, image_b, math.inf if t is None else t)
+            result = compare(self.checkpoint, image_a, image_b, 0.0 if t is None else t)
         answer = result.to_dict()
         if t is None:
             answer.update(same=None, threshold=None)
@@ -160,8 +169,7 @@ class ModelService:
         """Classify one encoded image against the support set: the prediction (as
         `siamnet.infer.Prediction`) and every class ranked by score, best first."""
         state = self._need_support()
-        if reject_below is not None and not math.isfinite(reject_below):
-            raise ArgumentError(f"reject_below {reject_below}: expected a finite number")
+        reject_below = finite_number(reject_below, "reject_below")
         image = self.decode(data, name)
         with self._lock, torch.inference_mode():
             query = self._embed(image)
@@ -186,22 +194,9 @@ class ModelService:
         image = self.decode(data, name)
         with self._lock, torch.inference_mode():
             indices, scores = state.searcher.search(self._embed(image), k)
-        gallery, t = state.gallery, self.threshold
-        matches = []
-        for rank, (i, s) in enumerate(
-            zip(indices[0].tolist(), scores[0].tolist(), strict=True), start=1
-        ):
-            if i < 0:
-                continue
-            match = {
-                "rank": rank,
-                "index": i,
-                "file": Path(gallery.files[i]).name,
-                "label": gallery.labels[i],
-                "score": finite(s),
-                "same": None if t is None else s >= t,
-            }
-            matches.append(match)
+        t = self.threshold
+        row_indices, row_scores = indices[0].tolist(), scores[0].tolist()
+        matches = search_matches(state.gallery, row_indices, row_scores, t, public=True)
         return {"k": k, "threshold": t, "matches": matches}
 
     def support_thumbnail(self, class_index: int) -> bytes:
