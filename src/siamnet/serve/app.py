@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 
 from siamnet import __version__
 from siamnet.errors import SiamnetError
+from siamnet.gallery import shown_name
 from siamnet.serve.hosts import LOOPBACK_HOSTS, HostCheck
 from siamnet.serve.limits import DEFAULT_READ_TIMEOUT, UploadLimit
 from siamnet.serve.schemas import (
@@ -236,4 +237,4 @@ def describe_validation_error(exc: RequestValidationError) -> str:
 
 
 def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": " ".join(detail.split())}, status_code=status)
+    return JSONResponse({"detail": shown_name(" ".join(detail.split()))}, status_code=status)

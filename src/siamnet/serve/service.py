@@ -31,6 +31,7 @@ from siamnet.gallery import (
     make_searcher,
     read_gallery_items,
     search_matches,
+    shown_name,
 )
 from siamnet.images import IMAGE_FORMATS, read_image_bytes, read_support_folder
 from siamnet.infer import (
@@ -177,11 +178,11 @@ class ModelService:
             scores = class_scores(self.checkpoint.model, state.support, query, self.scoring)
         scores = scores[0].float().cpu()
         order = torch.argsort(scores, descending=True, stable=True).tolist()
-        ranking = [
-            {"class_index": k, "name": state.support.classes[k], "score": finite(scores[k])}
-            for k in order
-        ]
+        names = [shown_name(c) for c in state.support.classes]
+        ranking = [{"class_index": k, "name": names[k], "score": finite(scores[k])} for k in order]
         answer = prediction[0].to_dict()
+        for key in ("label", "best", "runner_up"):
+            answer[key] = None if answer[key] is None else shown_name(answer[key])
         answer["score"] = finite(answer["score"])
         answer["runner_up_score"] = finite(answer["runner_up_score"])
         return {**answer, "reject_below": reject_below, "ranking": ranking}
@@ -215,7 +216,7 @@ class ModelService:
         support = None
         if self.support is not None:
             support = {
-                "classes": self.support.support.classes,
+                "classes": [shown_name(c) for c in self.support.support.classes],
                 "images": self.support.images,
                 "scoring": self.scoring,
                 "skipped": len(self.support.failures),
@@ -230,13 +231,13 @@ class ModelService:
                 "skipped": len(self.gallery.failures),
             }
         return {
-            "checkpoint": ckpt.path.name,
+            "checkpoint": shown_name(ckpt.path.name),
             "model": spec.model,
             "head": spec.head,
             "loss": spec.loss,
             "in_channels": spec.in_channels,
             "image_size": list(spec.image_size),
-            "classes": list(ckpt.metadata.get("classes") or []),
+            "classes": [shown_name(str(c)) for c in ckpt.metadata.get("classes") or []],
             "threshold": self.threshold,
             "invert": self.invert,
             "checkpoint_version": ckpt.metadata.get("siamnet_version"),
