@@ -228,10 +228,9 @@ def test_stale_temporaries_beside_an_export_are_removed(ckpt, tmp_path):
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     dead = tmp_path / f".model.pt.siamnet-{child.pid}-abcdefgh.tmp"
-    legacy = tmp_path / ".model.head.pt.abcdefgh.tmp"  # an older version's, no process id
     other = tmp_path / ".notes.txt.abcdefgh.tmp"  # not a name this export writes
     two_hours_ago = time.time() - 7200
-    for f in (dead, legacy, other):
+    for f in (dead, other):
         f.write_bytes(b"partial")
         os.utime(f, (two_hours_ago, two_hours_ago))
     export_model(ckpt, "torchscript", tmp_path / "model.pt")

@@ -49,30 +49,19 @@ def test_stale_temporaries_are_removed_and_live_ones_kept(tmp_path):
     dead_new = tmp_path / f".g.siamnet-{gone}-abcdefgh.new"
     dead_old = tmp_path / f".g.siamnet-{gone}-abcdefg2.old"  # g exists: just a leftover
     lost_old = tmp_path / f".h.siamnet-{gone}-abcdefgh.old"  # h is missing: to put back
-    old_unmarked = tmp_path / ".last.pt.abcdefgh.tmp"
-    new_unmarked = tmp_path / ".best.pt.abcdefgh.tmp"
-    for f in (dead_file, live_file, reused_pid, old_unmarked, new_unmarked):
+    for f in (dead_file, live_file, reused_pid):
         f.write_bytes(b"partial")
     for d in (dead_new, dead_old, lost_old, tmp_path / "g"):
         d.mkdir()
         (d / "embeddings.pt").write_bytes(b"x")
     age(reused_pid, 2 * 86400)
-    age(old_unmarked, 2 * 3600)
-    keep = [tmp_path / ".bashrc", tmp_path / "notes.tmp", tmp_path / ".x.abc.tmp"]
+    names = [".bashrc", "notes.tmp", ".x.abc.tmp", ".last.pt.abcdefgh.tmp"]
+    keep = [tmp_path / name for name in names]
     for f in keep:
         f.write_text("not ours")
-    age(keep[2], 2 * 3600)
+        age(f, 2 * 86400)
     removed = remove_stale_temps(tmp_path)
-    assert sorted(removed) == sorted([dead_file, reused_pid, dead_new, dead_old, old_unmarked])
+    assert sorted(removed) == sorted([dead_file, reused_pid, dead_new, dead_old])
     assert (tmp_path / "h" / "embeddings.pt").is_file() and not lost_old.exists()
-    assert live_file.exists() and new_unmarked.exists() and all(f.exists() for f in keep)
-
-
-def test_unmarked_temporaries_only_for_the_names_given(tmp_path):
-    ours, theirs = tmp_path / ".model.pt.abcdefgh.tmp", tmp_path / ".other.abcdefgh.tmp"
-    for f in (ours, theirs):
-        f.write_bytes(b"")
-        age(f, 2 * 3600)
-    assert remove_stale_temps(tmp_path, unmarked_for=["model.pt"]) == [ours]
-    assert theirs.exists()
+    assert live_file.exists() and all(f.exists() for f in keep)
     assert remove_stale_temps(tmp_path / "missing") == []

@@ -199,8 +199,7 @@ def export_model(
         head_file.name: hashlib.sha256(head_bytes).hexdigest(),
     }
     text = json.dumps(info, indent=1) + "\n"
-    names = (embed_file.name, head_file.name, info_file.name)
-    remove_stale_temps(info_file.parent, unmarked_for=names)
+    remove_stale_temps(info_file.parent)
     atomic_write_files(
         [(embed_file, embed_bytes), (head_file, head_bytes), (info_file, text.encode("utf-8"))],
         remove_first=[info_file],

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +20,13 @@ from siamnet.errors import SiamnetError
 
 #: The mark in every temporary name siamnet writes.
 TEMP_MARK = "siamnet"
-#: Unmarked temporary files (``.NAME.XXXXXXXX.tmp``, no process id) older than this are stale.
-UNMARKED_STALE_AGE_S = 3600.0
-#: Marked temporaries older than this are stale even if their process id is in use again.
-MARKED_STALE_AGE_S = 86400.0
+#: Temporaries older than this are stale even if their process id is in use again.
+STALE_AGE_S = 86400.0
 
 _MARKED = re.compile(
     rf"^\.(?P<name>.+)\.{TEMP_MARK}-(?P<pid>\d+)-(?P<token>[A-Za-z0-9_]{{8}})"
     r"\.(?P<kind>tmp|new|old)$"
 )
-_UNMARKED = re.compile(r"^\.(?P<name>.+)\.(?P<token>[a-z0-9_]{8})\.tmp$")
 
 
 def temp_prefix(name: str) -> str:
@@ -41,7 +37,7 @@ def temp_prefix(name: str) -> str:
 
 def is_temp_name(name: str) -> bool:
     """Whether `name` is named like one of siamnet's temporaries."""
-    return bool(_MARKED.match(name) or _UNMARKED.match(name))
+    return _MARKED.match(name) is not None
 
 
 def remove_path(path: Path) -> None:
@@ -60,14 +56,12 @@ class TempEntry:
     path: Path
     target: Path
     kind: str  # "tmp", "new" or "old"
-    pid: int | None
+    pid: int
     age_s: float
 
     @property
     def writer_running(self) -> bool:
-        if self.pid is None:
-            return self.age_s < UNMARKED_STALE_AGE_S
-        return self.age_s < MARKED_STALE_AGE_S and pid_running(self.pid)
+        return self.age_s < STALE_AGE_S and pid_running(self.pid)
 
 
 def pid_running(pid: int) -> bool:
@@ -97,8 +91,7 @@ def temp_entries(folder: str | os.PathLike[str]) -> list[TempEntry]:
     now = time.time()
     out = []
     for name in names:
-        marked, unmarked = _MARKED.match(name), _UNMARKED.match(name)
-        match = marked or unmarked
+        match = _MARKED.match(name)
         if match is None:
             continue
         path = d / name
@@ -106,28 +99,21 @@ def temp_entries(folder: str | os.PathLike[str]) -> list[TempEntry]:
             age = now - path.lstat().st_mtime
         except FileNotFoundError:
             continue
-        kind = marked.group("kind") if marked else "tmp"
-        pid = int(marked.group("pid")) if marked else None
+        kind, pid = match.group("kind"), int(match.group("pid"))
         out.append(TempEntry(path, d / match.group("name"), kind, pid, age))
     return out
 
 
-def remove_stale_temps(
-    folder: str | os.PathLike[str], unmarked_for: Collection[str] | None = None
-) -> list[Path]:
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove the temporaries in `folder` left by processes that are no longer running.
 
-    Marked names (``.NAME.siamnet-PID-…``) go when process PID is gone (or after a day);
-    unmarked ones (``.NAME.XXXXXXXX.tmp``, from older versions) after an hour, and only for
-    the NAMEs in `unmarked_for` when it is given. A ``.old`` folder whose NAME is missing is
-    the previous version of an interrupted replacement: it is renamed back, not removed.
-    Returns the paths removed.
+    A temporary (``.NAME.siamnet-PID-…``) goes when process PID is gone, or after a day. A
+    ``.old`` folder whose NAME is missing is the previous version of an interrupted
+    replacement: it is renamed back, not removed. Returns the paths removed.
     """
     removed = []
     for entry in temp_entries(folder):
         if entry.writer_running:
-            continue
-        if entry.pid is None and unmarked_for is not None and entry.target.name not in unmarked_for:
             continue
         if (entry.kind == "tmp") == (entry.path.is_dir() and not entry.path.is_symlink()):
             continue  # not one of ours: temporary files are files, .new and .old are folders

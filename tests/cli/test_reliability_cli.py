@@ -266,14 +266,6 @@ def leave_killed_writer(kind: str, target: Path) -> set[str]:
     return left
 
 
-def aged(path: Path, content: bytes = b"partial", hours: float = 2.0) -> Path:
-    """A file last written `hours` ago."""
-    path.write_bytes(content)
-    then = time.time() - hours * 3600
-    os.utime(path, (then, then))
-    return path
-
-
 def temporaries(folder: Path) -> set[str]:
     """Entries of `folder` named like temporary files (hidden, ``.tmp``/``.new``/``.old``)."""
     return {
@@ -285,7 +277,6 @@ def temporaries(folder: Path) -> set[str]:
 def test_stale_temporaries_in_a_run_folder_are_removed_by_the_next_run(setup, tmp_path):
     run = shutil.copytree(setup["run"], tmp_path / "run")
     stale = leave_killed_writer("file", run / "last.pt")
-    stale.add(aged(run / ".best.pt.k3x9q2ab.tmp").name)  # an older version's naming
     sleeper = subprocess.Popen(["sleep", "120"])
     try:
         live = run / f".metrics.csv.siamnet-{sleeper.pid}-abcdefgh.tmp"
@@ -305,7 +296,6 @@ def test_stale_temporaries_of_a_gallery_are_removed_by_the_next_build(setup, tmp
     gallery = shutil.copytree(setup["gallery-old"], tmp_path / "gallery")
     stale_beside = leave_killed_writer("folder", gallery)
     stale_inside = leave_killed_writer("file", gallery / "embeddings.pt")
-    stale_inside.add(aged(gallery / ".gallery.json.k3x9q2ab.tmp").name)
     done = run_main(["index", "build", setup["model"], "--data", setup["root"] / "new"] + [
         "--out", gallery, "--overwrite", "--quiet", *CPU,
     ])  # fmt: skip

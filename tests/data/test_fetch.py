@@ -28,10 +28,10 @@ from siamnet.data.fetch import (
     download,
     extract_zip,
     fetch_files,
-    remove_stale_downloads,
 )
 from siamnet.data.registry import load_dataset
 from siamnet.errors import DataError
+from siamnet.temps import remove_stale_temps
 
 
 class FileServer:
@@ -256,19 +256,13 @@ def test_stale_temporaries_are_removed_and_live_ones_kept(server, tmp_path):
     gone, alive = dead_pid(), os.getpid()
     stale = [
         put(tmp_path / f".a.bin.siamnet-{gone}-abcd1234.tmp"),  # a download killed mid-way
-        put(tmp_path / ".a.bin.k2j3h4ab.part", 2),  # an older version's download
         put(tmp_path / f".images_background.siamnet-{gone}-abcd1234.new", folder=True),
-        put(tmp_path / ".images_background.x9y8z7w6.tmp", 2, folder=True),  # older extraction
     ]
     kept = [
         put(tmp_path / f".a.bin.siamnet-{alive}-efgh5678.tmp"),  # a download running now
-        put(tmp_path / ".a.bin.q1w2e3r4.part"),  # recent: an older version may still run
         put(tmp_path / ".notes.txt", 2),  # not a temporary at all
-        put(tmp_path / ".other.bin.k2j3h4ab.part", 2),  # not a file of this data set
-        put(tmp_path / ".a.bin.zzzzzzzz.part", 2, folder=True),  # a folder, not a download
     ]
-    files = {"a.bin": sha256(body), "images_background.zip": sha256(b"z")}
-    assert sorted(remove_stale_downloads(tmp_path, files)) == sorted(stale)
+    assert sorted(remove_stale_temps(tmp_path)) == sorted(stale)
     assert all(p.exists() for p in kept) and not any(p.exists() for p in stale)
     fetch_files("demo", server.url, {"a.bin": sha256(body)}, tmp_path)
     assert (tmp_path / "a.bin").read_bytes() == body
@@ -296,7 +290,7 @@ def test_a_download_in_progress_is_named_by_its_process_and_kept(server, tmp_pat
         time.sleep(0.01)
     assert len(temps) == 1
     assert re.fullmatch(rf"\.a\.bin\.siamnet-{os.getpid()}-[a-z0-9_]{{8}}\.tmp", temps[0].name)
-    assert remove_stale_downloads(tmp_path, ["a.bin"]) == []
+    assert remove_stale_temps(tmp_path) == []
     worker.join()
     assert len(errors) == 1 and "cut short" in str(errors[0])  # the stalled server hangs up
     assert leftovers(tmp_path) == []

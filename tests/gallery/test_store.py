@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
@@ -32,11 +31,6 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
-
-
-def age(path, seconds: float) -> None:
-    then = time.time() - seconds
-    os.utime(path, (then, then))
 
 
 def test_build_load_and_search_real_images(ckpt, tmp_path):
@@ -235,9 +229,6 @@ def test_the_gallery_folder_is_replaced_as_a_whole(ckpt, tmp_path):
     root = tmp_path / "root"
     g = small_gallery(ckpt, root / "g").path
     (g / "notes.txt").write_text("kept")
-    legacy = g / ".embeddings.pt.abcdefgh.tmp"  # left inside by an older version
-    legacy.write_bytes(b"partial")
-    age(legacy, 2 * 3600)
     leftover = root / f".g.siamnet-{dead_pid()}-abcdefgh.new"  # a build that was killed
     leftover.mkdir()
     (leftover / "embeddings.pt").write_bytes(b"partial")

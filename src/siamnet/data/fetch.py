@@ -28,8 +28,7 @@ cache by hand, which the IDX reader still checks for shape and length. An extrac
 Temporary names carry the process id (``.NAME.siamnet-PID-XXXXXXXX.tmp`` for a download,
 ``.NAME.siamnet-PID-XXXXXXXX.new`` for an extraction folder, see `siamnet.temps`), so each run
 first removes what a killed run left, while the temporaries of a download still running in
-another process are kept; temporaries of older versions (``.NAME.XXXXXXXX.part``,
-``.NAME.XXXXXXXX.tmp`` folders), which carry no process id, are removed after an hour.
+another process are kept.
 """
 
 from __future__ import annotations
@@ -37,20 +36,18 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import re
 import shutil
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 from siamnet.errors import DataError
 from siamnet.progress import progress
-from siamnet.temps import UNMARKED_STALE_AGE_S, remove_stale_temps, temp_prefix
+from siamnet.temps import remove_stale_temps, temp_prefix
 
 #: Seconds to wait for a server to answer (or to send more bytes).
 TIMEOUT_S = 30.0
@@ -92,10 +89,6 @@ LOCAL_DIRS: dict[str, list[Path]] = {
 }
 
 _CHUNK = 1 << 20
-
-#: Temporaries of earlier versions, without a process id: ``.NAME.XXXXXXXX.part`` (a download,
-#: a file) and ``.NAME.XXXXXXXX.tmp`` (an extraction, a folder).
-_LEGACY_TEMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(?P<kind>part|tmp)$")
 
 
 def dataset_dir(name: str) -> Path:
@@ -147,7 +140,7 @@ def fetch_files(name: str, base_url: str, files: Mapping[str, str], dest: Path) 
             dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{dest}: cannot create the data folder ({exc.strerror or exc})") from exc
-    remove_stale_downloads(dest, files)
+    remove_stale_temps(dest)
     for filename, checksum in files.items():
         target = dest / filename
         url = base_url + filename
@@ -186,40 +179,6 @@ def _replace_damaged(target: Path, url: str, checksum: str, problem: str) -> Non
         raise DataError(
             f"{target}: {problem}; the file was not used and downloading a fresh copy failed: {exc}"
         ) from exc
-
-
-def remove_stale_downloads(dest: Path, files: Collection[str]) -> list[Path]:
-    """Remove the temporaries in `dest` that killed runs left: marked ones whose process is
-    gone (`siamnet.temps.remove_stale_temps`), and older versions' unmarked ``.part`` files
-    and ``.tmp`` folders of `files` after an hour. Returns the paths removed."""
-    names = {*files, *(f.removesuffix(".zip") for f in files if f.endswith(".zip"))}
-    removed = remove_stale_temps(dest, unmarked_for=names)
-    now = time.time()
-    for entry in _listdir(dest):
-        match = _LEGACY_TEMP.match(entry.name)
-        if match is None or match["name"] not in names:
-            continue
-        is_dir = entry.is_dir() and not entry.is_symlink()
-        if is_dir != (match["kind"] == "tmp"):
-            continue  # not one of ours: a .part is a file, a .tmp folder an extraction
-        try:
-            if now - entry.lstat().st_mtime < UNMARKED_STALE_AGE_S:
-                continue  # could still be written by a run of an older version
-            if is_dir:
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        except OSError:
-            continue
-        removed.append(entry)
-    return removed
-
-
-def _listdir(folder: Path) -> list[Path]:
-    try:
-        return list(folder.iterdir())
-    except OSError:
-        return []
 
 
 # --- download ----------------------------------------------------------------------------------

@@ -242,9 +242,7 @@ def save_gallery(gallery: Gallery, folder: str | os.PathLike[str]) -> None:
     d = Path(folder)
     if d.exists() and not d.is_dir():
         raise DataError(f"{d}: expected a gallery folder, found a file")
-    remove_stale_temps(d.parent, unmarked_for=())
-    if d.is_dir():
-        remove_stale_temps(d)  # temporaries of older versions, which wrote inside the folder
+    remove_stale_temps(d.parent)
     data = torch_bytes({"embeddings": gallery.embeddings.detach().float().cpu().contiguous()})
     info = {**gallery.to_json(), "embeddings_sha256": hashlib.sha256(data).hexdigest()}
     text = json.dumps(info, indent=1) + "\n"
