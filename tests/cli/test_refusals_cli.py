@@ -103,6 +103,7 @@ def test_thresholds_that_are_not_finite_are_refused(files):
         ("nan", "--threshold", ("plot", "predictions", files / "run", "--out", files / "p.png")),
         ("inf", "--threshold", compare),
         ("-inf", "--reject-below", classify),
+        ("nan", "--threshold", ("serve", files / "run", "--port", "0")),
     ]
     for value, flag, args in cases:
         line = refused_untouched(files, *args, f"{flag}={value}")
