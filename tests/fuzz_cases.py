@@ -10,7 +10,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import random
 import subprocess
 import traceback
@@ -20,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from helpers import ENV, SIAMNET
-
-os.environ["SIAMNET_NO_TENSORBOARD"] = "1"
 
 #: The arguments of the tiny run: a real `siamnet train` of a few steps on the built-in digits.
 TINY_TRAIN = [

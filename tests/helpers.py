@@ -16,7 +16,7 @@ from siamnet.models.siamese import ModelSpec
 
 _BESIDE_PYTHON = Path(sys.executable).parent / "siamnet"  # the command of this environment
 SIAMNET = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.exists() else shutil.which("siamnet") or "siamnet"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "SIAMNET_NO_TENSORBOARD": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def siamnet(

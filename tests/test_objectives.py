@@ -4,7 +4,6 @@ loss names; a user's own objective trains through `fit` and its checkpoint loads
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,8 +25,6 @@ from siamnet.objectives import (
 from siamnet.train import BatchMaker, TrainConfig, compute_loss, fit
 
 from helpers import ENV
-
-os.environ["SIAMNET_NO_TENSORBOARD"] = "1"
 
 
 def tiny_data(classes: int = 6, per_class: int = 8) -> LabeledImages:

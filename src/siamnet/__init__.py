@@ -4,7 +4,7 @@ Everything the command line does, a notebook can do with the same functions::
 
     import siamnet
 
-    summary = siamnet.fit(data="digits", out="runs/digits")          # or data=(images, labels)
+    summary = siamnet.fit(out="runs/digits")       # built-in digits, 6-9 held out; or data=...
     model = siamnet.load_checkpoint("runs/digits")
     report = siamnet.evaluate_checkpoint(model, siamnet.load_dataset("digits")).report
     result = siamnet.compare(model, image_a, image_b)                # uint8 [C, H, W] each

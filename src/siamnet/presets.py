@@ -122,6 +122,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "amp": "auto",
     "memory_format": "auto",
     "out": "runs/default",
+    "log": "none",
 }
 
 #: The fixed vocabularies of training options (the command line's choices; checked by
@@ -135,6 +136,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "temperature": ("learned", "fixed"),
     "amp": ("auto", "off", "bf16", "fp16"),
     "memory_format": ("auto", "channels-last", "contiguous"),
+    "log": ("none", "tensorboard"),
 }
 
 #: The evaluation protocol's defaults (`siamnet evaluate`): fixed verification pairs, episodes

@@ -4,7 +4,6 @@ command, on a tiny model trained on digits 0-5 (digits 6-9 held out)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +43,6 @@ def one_line_error(argv: list[str], capsys) -> str:
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory) -> Path:
     """A conv4 / contrastive model trained for 10 steps on digits 0-5."""
-    os.environ.setdefault("SIAMNET_NO_TENSORBOARD", "1")
     out = tmp_path_factory.mktemp("evaluate-cli") / "run"
     fit(
         TrainConfig(

@@ -92,7 +92,7 @@ def test_imagenet_normalization_for_grey_and_colour():
     [("conv4", "ImageNet weights exist for resnet18, not conv4"), ("resnet18", "--pretrained")],
 )
 def test_cli_refusals_are_one_line(tmp_path, model, expected):
-    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "SIAMNET_NO_TENSORBOARD": "1"}
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}
     proc = subprocess.run(
         [SIAMNET, "train", "--model", model, "--pretrained", "--out", str(tmp_path / "run")],
         capture_output=True,

@@ -177,7 +177,7 @@ def test_training_and_figures_leave_the_plotting_backend_alone(tmp_path):
         [sys.executable, "-c", NO_BACKEND_SWITCH, str(tmp_path / "run")],
         capture_output=True,
         text=True,
-        env={**os.environ, "SIAMNET_NO_TENSORBOARD": "1"},
+        env=os.environ,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr

@@ -22,8 +22,6 @@ from siamnet.train import TrainConfig, TrainingError, fit, use_channels_last
 
 from helpers import ENV, SIAMNET
 
-os.environ["SIAMNET_NO_TENSORBOARD"] = "1"
-
 
 def small(out: Path, **kw) -> TrainConfig:
     values = dict(

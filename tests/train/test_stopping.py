@@ -15,8 +15,6 @@ from siamnet.train import PLATEAU_EPOCHS, RunState, TrainConfig, fit, stop_reaso
 
 from helpers import SIAMNET
 
-os.environ["SIAMNET_NO_TENSORBOARD"] = "1"
-
 
 def small(out: Path, **kw) -> TrainConfig:
     values = dict(

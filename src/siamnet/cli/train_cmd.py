@@ -230,6 +230,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="layout of convolution activations (auto: channels-last on CPU and CUDA) "
         f"{default_of('memory_format')}",
     )
+    r.add_argument(
+        "--log",
+        choices=CHOICES["log"],
+        help="experiment logging: tensorboard writes every epoch's metrics and the curves to "
+        f"RUN/tensorboard (needs the tensorboard extra) {default_of('log')}",
+    )
     r.add_argument("--json", action="store_true", help="print the final summary as JSON")
     add_quiet(r)
     p.set_defaults(func=run)

@@ -27,6 +27,13 @@ class Dataset:
         if not self.splits or next(iter(self.splits.values())) is None:
             raise DataError(f"{self.name}: no training data")
 
+    def __repr__(self) -> str:
+        parts = ", ".join(
+            f"{name}: {len(d)} images of {d.num_classes} classes" if d is not None else f"{name}: -"
+            for name, d in self.splits.items()
+        )
+        return f"Dataset({self.name!r}; {parts})"
+
     @property
     def train(self) -> LabeledImages:
         """The first split: the one a model trains on."""

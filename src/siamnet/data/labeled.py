@@ -34,6 +34,11 @@ class LabeledImages:
     source: str = ""
     notes: tuple[str, ...] = field(default=())
 
+    def __repr__(self) -> str:
+        n, c, h, w = self.images.shape
+        where = f", source={self.source!r}" if self.source else ""
+        return f"LabeledImages({n} images {c}×{h}×{w} uint8, {len(self.classes)} classes{where})"
+
     def __post_init__(self) -> None:
         where = f"{self.source}: " if self.source else ""
         if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8:

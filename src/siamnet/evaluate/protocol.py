@@ -11,6 +11,7 @@ import torch
 
 from siamnet.checkpoint import Checkpoint, update_metadata
 from siamnet.data.dataset import Dataset
+from siamnet.data.in_memory import as_dataset
 from siamnet.errors import ArgumentError
 from siamnet.evaluate.data import (
     EvaluationData,
@@ -70,7 +71,7 @@ class Evaluation:
 
 def evaluate_checkpoint(
     ckpt: Checkpoint,
-    dataset: Dataset,
+    dataset: Dataset | Any,
     *,
     eval_classes: Sequence[str] | None = None,
     pairs: int = EVAL_PAIRS,
@@ -81,7 +82,15 @@ def evaluate_checkpoint(
     seed: int = EVAL_SEED,
 ) -> Evaluation:
     """Verification on `pairs` fixed pairs and N-way K-shot accuracy of a checkpoint on the
-    evaluation examples `evaluation_data` picks; ``.report`` is a JSON-ready dict."""
+    evaluation examples `evaluation_data` picks; ``.report`` is a JSON-ready dict. `dataset`
+    is a `Dataset`, or anything `siamnet.as_dataset` takes (a SPEC, arrays, `LabeledImages`).
+
+    >>> import siamnet
+    >>> model = siamnet.load_checkpoint("runs/digits")
+    >>> report = siamnet.evaluate_checkpoint(model, "digits").report
+    >>> [(r["ways"], r["shots"], r["accuracy"]) for r in report["one_shot"]]
+    """
+    dataset = as_dataset(dataset)
     check_compatible(ckpt, dataset)
     chosen = evaluation_data(dataset, ckpt.metadata, eval_classes)
     if chosen.unseen and tuned_on_seen_classes(ckpt.metadata):
@@ -136,7 +145,7 @@ def evaluate_checkpoint(
 
 def calibrate_checkpoint(
     ckpt: Checkpoint,
-    dataset: Dataset,
+    dataset: Dataset | Any,
     *,
     target_far: float | None = None,
     best_accuracy: bool = False,
@@ -151,6 +160,7 @@ def calibrate_checkpoint(
         raise ArgumentError("give exactly one of --target-far RATE or --best-accuracy")
     if target_far is not None and not 0.0 <= target_far < 1.0:
         raise ArgumentError(f"--target-far must lie in [0, 1), got {target_far:g}")
+    dataset = as_dataset(dataset)
     check_compatible(ckpt, dataset)
     chosen = calibration_data(dataset, ckpt.metadata)
     emb = embed_images(ckpt.model, chosen.data.images)

@@ -65,6 +65,9 @@ def check_config(cfg: TrainConfig) -> None:
         if value is not None:
             check_real(name, value, low, high, low_ok, high_ok)
     check_data_arguments(cfg)
+    from siamnet.train.experiment_log import check_logger
+
+    check_logger(cfg.log)
     from siamnet.device import resolve_device
 
     resolve_device(cfg.device)

@@ -71,6 +71,7 @@ class TrainConfig:
     compile: bool = False
     memory_format: str | None = None
     out: str | None = None
+    log: str | None = None
     overwrite: bool = False
     resume: str | None = None
     quiet: bool = False

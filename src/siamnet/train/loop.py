@@ -35,6 +35,7 @@ from siamnet.fileio import atomic_write_text
 from siamnet.objectives import Objective, get_objective, register_objective
 from siamnet.train.config import TrainConfig
 from siamnet.train.data import TrainData, prepare_data
+from siamnet.train.experiment_log import ExperimentLog
 from siamnet.train.model import (
     amp_dtype,
     build_training_model,
@@ -45,7 +46,6 @@ from siamnet.train.optim import build_optimizer, plateau_scale, set_epoch_hyperp
 from siamnet.train.rundir import (
     RunFolder,
     RunState,
-    _log_tensorboard,
     _restore,
     config_for_resume,
     draw_curves,
@@ -72,8 +72,8 @@ def fit(
 
     >>> import numpy as np, siamnet
     >>> x = np.random.randint(0, 256, (200, 28, 28), dtype=np.uint8); y = np.arange(200) % 5
-    >>> summary = siamnet.fit(data=(x, y), model="seed-cnn", loss="contrastive", epochs=1,
-    ...                       steps_per_epoch=5, out="runs/notebook", overwrite=True)
+    >>> summary = siamnet.fit(data=(x, y), model="seed-cnn", epochs=1, steps_per_epoch=5,
+    ...                       out="runs/notebook", overwrite=True)
     >>> model = siamnet.load_checkpoint("runs/notebook")
     """
     config = dataclasses.replace(config or TrainConfig(), **arguments)
@@ -125,6 +125,7 @@ def _train(
     state = RunState()
     if cfg.resume:
         state = _restore(run_dir / "last.pt", model, optimizer, scaler, generators, device)
+    log = ExperimentLog(cfg.log if info.is_main else "none", run_dir, state.epoch)
     train_model: nn.Module = model
     if info.enabled:
         train_model = nn.parallel.DistributedDataParallel(
@@ -197,13 +198,15 @@ def _train(
             )
             folder.keep_new()  # the new run has a checkpoint: an old one it replaces goes
             write_metrics_csv(run_dir / "metrics.csv", state.history)
-            _log_tensorboard(run_dir, row)
+            log.epoch(row)
             draw_curves(run_dir, objective)
             if not cfg.quiet:
                 print(_epoch_line(row, cfg), file=sys.stderr, flush=True)
             stop = state.stopped_by not in ("", "epochs")
         stop = broadcast_flag(stop, info, device)
         state.lr_scale = broadcast_float(state.lr_scale, info, device)
+    if info.is_main:
+        log.close(run_dir / "metrics.csv")
     in_sync = ranks_in_sync(model, info, device)
     barrier(info)
     if not info.is_main:

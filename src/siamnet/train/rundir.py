@@ -225,7 +225,7 @@ def prepare_run_dir(cfg: TrainConfig, info: DistInfo) -> RunFolder:
 
 #: What ``--resume`` may change: how much longer the run goes on, and where and how quietly
 #: it runs. Everything else is the run's own and a differing value is refused.
-RESUME_MAY_CHANGE = ("epochs", "time_budget", "patience", "device", "workers", "quiet")
+RESUME_MAY_CHANGE = ("epochs", "time_budget", "patience", "device", "workers", "quiet", "log")
 
 
 def config_for_resume(cfg: TrainConfig) -> TrainConfig:
@@ -283,16 +283,3 @@ def _restore(path, model, optimizer, scaler, generators, device) -> RunState:
         g.set_state(training["generators"][name])
     torch.set_rng_state(training["torch_rng"])
     return RunState(**json.loads(training["run_state"]))
-
-
-def _log_tensorboard(run_dir: Path, row: dict[str, Any]) -> None:
-    if os.environ.get("SIAMNET_NO_TENSORBOARD"):
-        return
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return
-    with SummaryWriter(str(run_dir / "tensorboard")) as writer:
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, (int, float)):
-                writer.add_scalar(key, value, row["epoch"])
