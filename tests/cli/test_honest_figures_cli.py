@@ -63,6 +63,7 @@ def test_a_threshold_tuned_on_seen_classes_is_said_so_with_its_rates_on_unseen_o
     ok("evaluate", run, "--quiet", "--json", tmp_path / "report.json")
     notes = json.loads((tmp_path / "report.json").read_text())["evaluation_data"]["notes"]
     assert any("tuned on classes seen in training" in n for n in notes)
+    assert "tuned on classes seen in training" in " ".join(ok("compare", "--help").stdout.split())
 
 
 def test_a_file_given_to_evaluate_is_evaluated_whole(trained, tmp_path):

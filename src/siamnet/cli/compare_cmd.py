@@ -35,8 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "of 'same', 0..1, for the l1 head (bce training); minus the embedding distance, 0 or\n"
         "below, for euclidean heads (contrastive, triplet, proto; the default); the cosine,\n"
         "-1..1, for cosine heads. A --threshold must be on that scale: the --json output and\n"
-        "'siamnet evaluate' show the checkpoint's own. An unreadable image is refused (exit\n"
-        "status 2)."
+        "'siamnet evaluate' show the checkpoint's own. A model trained on fewer than 20\n"
+        "classes has its threshold tuned on classes seen in training, which may call many\n"
+        "different images of new classes 'same' (the training summary and 'siamnet evaluate'\n"
+        "give its false-accept rate on unseen classes): calibrate it on images of the new\n"
+        "classes first ('siamnet calibrate RUN --data NEW --target-far 0.01'). An unreadable\n"
+        "image is refused (exit status 2)."
     )
     p.set_defaults(func=run)
 
