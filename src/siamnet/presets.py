@@ -125,6 +125,10 @@ RUN_DEFAULTS: dict[str, Any] = {
     "log": "none",
 }
 
+#: ``--proxy-lr`` when none is given, as a multiple of ``--lr``: class proxies move faster
+#: than the network, as pytorch-metric-learning advises for its proxy losses.
+PROXY_LR_FACTOR = 10.0
+
 #: The fixed vocabularies of training options (the command line's choices; checked by
 #: `TrainConfig.validate`). Backbones and objectives come from their registries instead.
 CHOICES: dict[str, tuple[str, ...]] = {

@@ -97,7 +97,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help=f"the objective: %(choices)s (default recipe: {PRESETS['default']['loss']})",
     )
-    m.add_argument("--margin", type=float, help="margin of contrastive/triplet loss")
+    m.add_argument(
+        "--margin",
+        type=float,
+        help="margin of contrastive (default 1), triplet (0.2), cosface (0.35, on the cosine) "
+        "and arcface (0.5 radians, on the angle)",
+    )
+    m.add_argument(
+        "--scale",
+        type=float,
+        help="normsoftmax, cosface, arcface: the scale of the cosine logits (default 16)",
+    )
+    m.add_argument(
+        "--proxy-lr",
+        type=float,
+        help="normsoftmax, cosface, arcface: learning rate of the class proxies (default 10 × "
+        "--lr)",
+    )
     m.add_argument(
         "--mining",
         choices=CHOICES["mining"],

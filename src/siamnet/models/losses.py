@@ -7,6 +7,11 @@
   2017) or semi-hard negatives mined inside a P×K batch.
 - `prototypical_loss`: Snell, Swersky & Zemel (2017), "Prototypical Networks for Few-shot
   Learning".
+- `proxy_softmax_loss`: softmax over the cosines to one learned proxy per class, plain
+  (NormFace, Wang et al. 2017; Zhai & Wu 2019, "Classification is a Strong Baseline for Deep
+  Metric Learning"), with an additive cosine margin (CosFace, Wang et al. 2018) or an
+  additive angular margin (ArcFace, Deng et al. 2019), as pytorch-metric-learning's
+  ``NormalizedSoftmaxLoss``, ``CosFaceLoss`` and ``ArcFaceLoss``.
 """
 
 from __future__ import annotations
@@ -101,3 +106,32 @@ def prototypical_loss(
     loss = F.cross_entropy(logits, query_labels)
     accuracy = (logits.argmax(1) == query_labels).float().mean()
     return loss, accuracy
+
+
+#: The margins `proxy_softmax_loss` knows: none, on the cosine, on the angle.
+PROXY_MARGINS = ("none", "cosine", "angular")
+
+
+def proxy_softmax_loss(
+    embeddings: torch.Tensor,
+    proxies: torch.Tensor,
+    labels: torch.Tensor,
+    scale: float,
+    margin: float = 0.0,
+    kind: str = "none",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of ``scale · cos`` logits of embeddings ``[B, D]`` against class proxies
+    ``[K, D]`` (both made unit length here) for labels ``[B]``, with the target class's logit
+    ``cos θ − m`` (``kind="cosine"``, CosFace) or ``cos(θ + m)`` (``"angular"``, ArcFace, θ + m
+    capped at π). Returns the loss and the cosines ``[B, K]`` (without margin, for accuracy)."""
+    if kind not in PROXY_MARGINS:
+        raise ValueError(f"margin kind must be one of {PROXY_MARGINS}, got {kind!r}")
+    cos = F.normalize(embeddings, dim=-1) @ F.normalize(proxies, dim=-1).T
+    target = F.one_hot(labels, proxies.shape[0]).bool()
+    logits = cos
+    if kind == "cosine" and margin:
+        logits = torch.where(target, cos - margin, cos)
+    elif kind == "angular" and margin:
+        theta = torch.acos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
+        logits = torch.where(target, torch.cos((theta + margin).clamp(max=torch.pi)), cos)
+    return F.cross_entropy(scale * logits, labels), cos.detach()

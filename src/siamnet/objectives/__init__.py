@@ -13,16 +13,32 @@ from siamnet.objectives.base import (
     Objective,
     ObjectiveSettings,
     Sampler,
+    TrainingModel,
     base_module,
+    objective_parameters,
 )
 from siamnet.objectives.pairs import BCEObjective, ContrastiveObjective, PairObjective
 from siamnet.objectives.proto import ProtoObjective
+from siamnet.objectives.proxy import (
+    ArcFaceObjective,
+    CosFaceObjective,
+    NormSoftmaxObjective,
+    ProxyObjective,
+)
 from siamnet.objectives.triplet import TripletObjective
 
 #: Objectives by ``--loss`` name.
 OBJECTIVES: dict[str, Objective] = {
     o.name: o
-    for o in (BCEObjective(), ContrastiveObjective(), TripletObjective(), ProtoObjective())
+    for o in (
+        BCEObjective(),
+        ContrastiveObjective(),
+        TripletObjective(),
+        ProtoObjective(),
+        NormSoftmaxObjective(),
+        CosFaceObjective(),
+        ArcFaceObjective(),
+    )
 }
 
 
@@ -43,6 +59,12 @@ def get_objective(name: str | Objective) -> Objective:
 
 __all__ = [
     "OBJECTIVES",
+    "ArcFaceObjective",
+    "CosFaceObjective",
+    "NormSoftmaxObjective",
+    "ProxyObjective",
+    "TrainingModel",
+    "objective_parameters",
     "BCEObjective",
     "Batch",
     "ContrastiveObjective",

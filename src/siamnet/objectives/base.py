@@ -35,6 +35,7 @@ class ObjectiveSettings:
     shots: int
     queries: int
     temperature: str
+    scale: float | None
 
     @classmethod
     def of(cls, config: Any) -> ObjectiveSettings:
@@ -61,6 +62,8 @@ class Objective:
     accuracy_label = "train batches"
     #: ``--margin`` when none is given.
     default_margin = 0.2
+    #: ``--scale`` (of cosine logits) when none is given; None: the objective has no scale.
+    default_scale: float | None = None
     #: Whether the default recipe adds rotated copies of the training classes.
     rotate_classes_by_default = False
     #: Batch keys whose index tensors count as images seen.
@@ -75,6 +78,18 @@ class Objective:
     def learned_temperature(self, settings: ObjectiveSettings) -> bool:
         """Whether the model carries a learned softmax temperature."""
         return False
+
+    def training_parameters(
+        self,
+        settings: ObjectiveSettings,
+        train: LabeledImages,
+        dim: int,
+        generator: torch.Generator,
+    ) -> nn.Module | None:
+        """Parameters the objective trains beside the model (class proxies ``[K, D]`` for
+        `dim`-d embeddings of `train`'s K classes), or None. They get their own learning rate
+        (``--proxy-lr``), are saved in ``last.pt`` to resume, and never needed by inference."""
+        return None
 
     def sampler(self, settings: ObjectiveSettings, train: LabeledImages) -> Sampler:
         """A function drawing training batches of indices into `train`."""
@@ -98,6 +113,35 @@ class Objective:
         return sum(len(batch[k]) for k in self.image_keys if k in batch)
 
 
-def base_module(model: nn.Module) -> nn.Module:
-    """The `SiameseNet` inside a compiled and/or DistributedDataParallel wrapper."""
+class TrainingModel(nn.Module):
+    """The network a training step runs: the `SiameseNet` and the objective's own parameters
+    (`Objective.training_parameters`, or None), one module so that DistributedDataParallel
+    averages the gradients of both. Its forward is the network's."""
+
+    def __init__(self, net: nn.Module, objective_parameters: nn.Module | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.objective_parameters = objective_parameters
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.net(*args, **kwargs)
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """`model` without a ``torch.compile`` and/or DistributedDataParallel wrapper."""
     return getattr(getattr(model, "_orig_mod", model), "module", model)
+
+
+def base_module(model: nn.Module) -> nn.Module:
+    """The `SiameseNet` inside a compiled and/or DistributedDataParallel wrapper (and inside a
+    `TrainingModel`)."""
+    inner = _unwrapped(model)
+    return inner.net if isinstance(inner, TrainingModel) else inner
+
+
+def objective_parameters(model: nn.Module) -> nn.Module:
+    """The objective's own parameters inside a (wrapped) `TrainingModel`."""
+    inner = _unwrapped(model)
+    if not isinstance(inner, TrainingModel) or inner.objective_parameters is None:
+        raise TypeError("this objective trains parameters of its own: run it through siamnet.fit")
+    return inner.objective_parameters

@@ -43,6 +43,8 @@ REAL_RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "momentum": (0.0, 1.0, True, True),
     "momentum_start": (0.0, 1.0, True, True),
     "margin": (0.0, math.inf, False, False),
+    "scale": (0.0, math.inf, False, False),
+    "proxy_lr": (0.0, math.inf, False, False),
     "time_budget": (0.0, math.inf, True, False),
     "eval_fraction": (0.0, 1.0, False, False),
     "val_fraction": (0.0, 1.0, False, False),

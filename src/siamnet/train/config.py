@@ -12,7 +12,7 @@ from typing import Any
 from siamnet.data.sources.builtin import DEFAULT_DATA, DEFAULT_HELD_OUT_CLASSES
 from siamnet.errors import ArgumentError, SiamnetError
 from siamnet.objectives import OBJECTIVES
-from siamnet.presets import RUN_DEFAULTS, preset_values
+from siamnet.presets import PROXY_LR_FACTOR, RUN_DEFAULTS, preset_values
 
 
 class TrainingError(SiamnetError):
@@ -47,6 +47,8 @@ class TrainConfig:
     augment: str | None = None
     normalize: str | None = None
     margin: float | None = None
+    scale: float | None = None
+    proxy_lr: float | None = None
     mining: str | None = None
     pairs: str | None = None
     examples_per_class: int | None = None
@@ -98,6 +100,10 @@ class TrainConfig:
             out.rotate_classes = "auto" if rotates else False
         if out.margin is None:
             out.margin = objective.default_margin if objective else 0.2
+        if out.scale is None and objective is not None:
+            out.scale = objective.default_scale
+        if out.proxy_lr is None and isinstance(out.lr, (int, float)):
+            out.proxy_lr = out.lr * PROXY_LR_FACTOR
         if (self.epochs is not None or self.steps_per_epoch is not None) and self.preset in (
             None,
             "default",

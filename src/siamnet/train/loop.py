@@ -32,7 +32,13 @@ from siamnet.distributed import (
     shutdown,
 )
 from siamnet.fileio import atomic_write_text
-from siamnet.objectives import Objective, get_objective, register_objective
+from siamnet.objectives import (
+    Objective,
+    ObjectiveSettings,
+    TrainingModel,
+    get_objective,
+    register_objective,
+)
 from siamnet.train.config import TrainConfig
 from siamnet.train.data import TrainData, prepare_data
 from siamnet.train.experiment_log import ExperimentLog
@@ -116,17 +122,25 @@ def _train(
         "augment": torch.Generator().manual_seed(cfg.seed * 1_000_033 + 7 + info.rank),
     }
     model = build_training_model(cfg, data, torch.Generator().manual_seed(cfg.seed), objective)
+    own = objective.training_parameters(
+        ObjectiveSettings.of(cfg),
+        data.train,
+        model.backbone.out_dim,
+        torch.Generator().manual_seed(cfg.seed + 1),
+    )
     model.to(device)
+    if own is not None:
+        own.to(device)
     if use_channels_last(cfg, device):
         model.to(memory_format=torch.channels_last)  # 4-D weights; activations follow them
-    optimizer = build_optimizer(cfg, model)
+    optimizer = build_optimizer(cfg, model, own)
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     state = RunState()
     if cfg.resume:
-        state = _restore(run_dir / "last.pt", model, optimizer, scaler, generators, device)
+        state = _restore(run_dir / "last.pt", model, optimizer, scaler, generators, device, own)
     log = ExperimentLog(cfg.log if info.is_main else "none", run_dir, state.epoch)
-    train_model: nn.Module = model
+    train_model: nn.Module = TrainingModel(model, own)
     if info.enabled:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
@@ -194,7 +208,7 @@ def _train(
                 run_dir / "last.pt",
                 model,
                 meta,
-                training_state(optimizer, scaler, generators, state),
+                training_state(optimizer, scaler, generators, state, own),
             )
             folder.keep_new()  # the new run has a checkpoint: an old one it replaces goes
             write_metrics_csv(run_dir / "metrics.csv", state.history)

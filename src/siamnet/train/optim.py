@@ -61,8 +61,21 @@ KOCH_LAYERS = [
 ]
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(
+    cfg: TrainConfig, model: nn.Module, objective_parameters: nn.Module | None = None
+) -> torch.optim.Optimizer:
+    """The optimiser of `model`'s parameter groups, and of the objective's own parameters
+    (class proxies) in a group of their own at ``--proxy-lr``, without weight decay."""
     groups = parameter_groups(cfg, model)
+    if objective_parameters is not None:
+        groups.append(
+            {
+                "params": list(objective_parameters.parameters()),
+                "lr": cfg.proxy_lr,
+                "weight_decay": 0.0,
+                "final_momentum": cfg.momentum,
+            }
+        )
     for g in groups:
         g["initial_lr"] = g["lr"]
     if cfg.optimizer == "sgd":

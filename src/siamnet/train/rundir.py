@@ -113,8 +113,13 @@ def training_state(
     scaler: torch.amp.GradScaler | None,
     generators: dict[str, torch.Generator],
     state: RunState,
+    objective_parameters: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
+    """What ``last.pt`` holds besides the model to resume exactly: optimiser, scaler, random
+    states, the run's counters and the objective's own parameters (class proxies)."""
+    own = objective_parameters
     return {
+        "objective_parameters": own.state_dict() if own is not None else None,
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "generators": {k: g.get_state() for k, g in generators.items()},
@@ -271,11 +276,15 @@ def resume_conflicts(given: TrainConfig, stored: TrainConfig) -> list[str]:
     return out
 
 
-def _restore(path, model, optimizer, scaler, generators, device) -> RunState:
+def _restore(path, model, optimizer, scaler, generators, device, own=None) -> RunState:
     ckpt = load_checkpoint(path, device=device, model=model)
     training = ckpt.training
     if not training:
         raise TrainingError(f"{path}: holds no training state to resume from")
+    if own is not None:
+        if not training.get("objective_parameters"):
+            raise TrainingError(f"{path}: holds no class proxies to resume this objective from")
+        own.load_state_dict(training["objective_parameters"])
     optimizer.load_state_dict(training["optimizer"])
     if scaler is not None and training.get("scaler"):
         scaler.load_state_dict(training["scaler"])
