@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean wheel-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
+
+# Build the wheel and sdist into dist/, twine-check them, install the wheel (not editable) into a
+# fresh virtual environment and run siamnet from it.
+wheel-check: setup
+	BUILD_PYTHON=$(BIN)/python PYTHON=$(PYTHON) TORCH="$(TORCH)" .ci/wheel_check.sh
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

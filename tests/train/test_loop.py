@@ -248,6 +248,22 @@ def test_two_process_data_parallel_training(tmp_path):
 
 
 @pytest.mark.slow
+def test_two_process_training_keeps_class_proxies_in_sync(tmp_path):
+    """cosface's class proxies are trained beside the network: DDP must average them too."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "siamnet", "train", "--model", "seed-cnn", "--loss", "cosface", "--epochs"]
+    cmd += ["1", "--steps-per-epoch", "8", "--batch-size", "32", "--device", "cpu"]
+    cmd += ["--out", str(out), "--quiet"]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+    proxies = read_checkpoint_payload(out / "last.pt")["training"]["objective_parameters"]
+    assert proxies["weight"].shape[0] == 6
+
+
+@pytest.mark.slow
 def test_two_process_training_on_pairs_inside_batches_keeps_the_head_in_sync(tmp_path):
     """``--pairs batch`` scores pairs with the head outside the model's forward pass; its
     gradients must still be averaged across ranks."""

@@ -140,10 +140,11 @@ def _train(
     if cfg.resume:
         state = _restore(run_dir / "last.pt", model, optimizer, scaler, generators, device, own)
     log = ExperimentLog(cfg.log if info.is_main else "none", run_dir, state.epoch)
-    train_model: nn.Module = TrainingModel(model, own)
+    trainable = TrainingModel(model, own)  # the network and the objective's own parameters
+    train_model: nn.Module = trainable
     if info.enabled:
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            trainable, device_ids=[device.index] if device.type == "cuda" else None
         )
     if cfg.compile:
         train_model = torch.compile(train_model)
@@ -221,7 +222,7 @@ def _train(
         state.lr_scale = broadcast_float(state.lr_scale, info, device)
     if info.is_main:
         log.close(run_dir / "metrics.csv")
-    in_sync = ranks_in_sync(model, info, device)
+    in_sync = ranks_in_sync(trainable, info, device)
     barrier(info)
     if not info.is_main:
         return {}
@@ -246,7 +247,8 @@ def stop_reason(cfg: TrainConfig, state: RunState, last_epoch_seconds: float) ->
 
 @torch.no_grad()
 def ranks_in_sync(model: nn.Module, info: DistInfo, device: torch.device) -> bool:
-    """Whether every rank holds exactly rank 0's weights (a check that DDP did its job)."""
+    """Whether every rank holds exactly rank 0's weights (the network's and the objective's
+    own: a check that DDP did its job)."""
     if not info.enabled:
         return True
     import torch.distributed as dist
