@@ -4,6 +4,7 @@ the plateau schedule, and which arguments a resumed run may change."""
 from __future__ import annotations
 
 import csv
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -99,3 +100,40 @@ def test_cli_resume_with_a_changed_flag_is_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("siamnet: error: --resume")
     assert "--loss bce differs from the run's proto" in lines[0]
+
+
+def test_patience_counts_only_improvements_beyond_the_confidence_interval():
+    from siamnet.train.loop import record_validation
+
+    cfg = TrainConfig(schedule="plateau").resolved()
+    state = RunState(epoch=1)
+
+    def epoch(acc: float, ci: float = 0.02) -> bool:
+        state.epoch += 1
+        val = {"val_oneshot_acc": acc, "val_oneshot_ci95": ci, "selected_by": "one-shot"}
+        return record_validation(cfg, state, {**val, "val_pair_acc": 0.5})
+
+    assert epoch(0.80) and state.epochs_without_improvement == 0
+    assert epoch(0.81) and state.best_score == 0.81  # a better best.pt ...
+    assert state.epochs_without_improvement == 1  # ... but within the noise for patience
+    assert not epoch(0.805) and state.epochs_without_improvement == 2
+    assert state.lr_scale == 0.5  # the plateau schedule halves on the counted epochs
+    assert epoch(0.83) and state.epochs_without_improvement == 0  # beyond 0.80 + 0.02
+
+
+def test_a_budgeted_cosine_run_plans_its_length_and_spends_the_budget(tmp_path):
+    from siamnet.train.loop import planned_epochs
+
+    cfg = TrainConfig(schedule="cosine", time_budget=100.0, epochs=40).resolved()
+    assert planned_epochs(cfg, 8.0) == 12 and planned_epochs(cfg, 1.0) == 40
+    assert planned_epochs(cfg, 500.0) == 1
+    assert planned_epochs(TrainConfig(schedule="plateau", time_budget=100.0).resolved(), 8) == 0
+    run = tmp_path / "run"
+    # a budget of 4 epochs of about a second: the plan is the --epochs cap, and the schedule
+    # decays over the planned length (an epoch slower than 5 s would shorten the plan)
+    summary = fit(small(run, epochs=4, schedule="cosine", time_budget=20.0))
+    assert summary["stopped_by"] in ("planned length", "epochs")
+    assert summary["epochs_run"] == summary["planned_epochs"] == 4
+    lrs = [float(r["lr"]) for r in metrics(run)]
+    expected = [lrs[0] * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    assert lrs == pytest.approx(expected, rel=1e-4)  # metrics.csv keeps 6 digits

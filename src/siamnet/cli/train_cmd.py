@@ -288,6 +288,11 @@ def format_summary(s: dict) -> str:
         f"{s.get('stopped_by', 'epochs')}, {s['train_seconds']:.0f}s training, "
         f"{s['images_seen']} images seen)"
     ]
+    if s.get("planned_epochs"):
+        lines.append(
+            f"length: {s['planned_epochs']} epochs, planned from the first epoch's time to fill "
+            f"the {s['time_budget']:.0f}s budget (the cosine schedule decays over them)"
+        )
     if "test_pair_acc" in s:
         lines.append(
             f"test pair accuracy (test split, classes {s['test_classes']}): "

@@ -61,7 +61,13 @@ from siamnet.train.rundir import (
     write_metrics_csv,
 )
 from siamnet.train.step import BatchMaker, train_epoch
-from siamnet.train.validation import finish, selection_score, test_pair_accuracy, validate
+from siamnet.train.validation import (
+    finish,
+    selection_ci,
+    selection_score,
+    test_pair_accuracy,
+    validate,
+)
 
 
 def fit(
@@ -157,7 +163,9 @@ def _train(
     wall_start, wall_before = time.perf_counter(), state.wall_seconds
     while state.epoch < cfg.epochs and not stop:
         epoch = state.epoch
-        lr = set_epoch_hyperparameters(cfg, optimizer, epoch, state.lr_scale)
+        lr = set_epoch_hyperparameters(
+            cfg, optimizer, epoch, state.lr_scale, state.planned_epochs or cfg.epochs
+        )
         epoch_start = start = time.perf_counter()
         loss, acc, seen = train_epoch(
             cfg, train_model, optimizer, scaler, batches, images, labels, generators, epoch, info
@@ -184,17 +192,11 @@ def _train(
                 **val,
             }
             state.history.append(row)
-            score = selection_score(val)
-            improved = score > state.best_score
-            if improved:
-                state.best_score, state.best_epoch = score, epoch + 1
-                state.epochs_without_improvement = 0
-            else:
-                state.epochs_without_improvement += 1
-                if cfg.schedule == "plateau":
-                    state.lr_scale = plateau_scale(state.lr_scale, state.epochs_without_improvement)
+            improved = record_validation(cfg, state, val)
             now = time.perf_counter()
             state.wall_seconds = row["wall_seconds"] = wall_before + (now - wall_start)
+            if epoch == 0 and not state.planned_epochs:
+                state.planned_epochs = planned_epochs(cfg, now - epoch_start)
             state.stopped_by = stop_reason(cfg, state, now - epoch_start)
             extra = {
                 "epoch": epoch + 1,
@@ -220,6 +222,7 @@ def _train(
             stop = state.stopped_by not in ("", "epochs")
         stop = broadcast_flag(stop, info, device)
         state.lr_scale = broadcast_float(state.lr_scale, info, device)
+        state.planned_epochs = round(broadcast_float(state.planned_epochs, info, device))
     if info.is_main:
         log.close(run_dir / "metrics.csv")
     in_sync = ranks_in_sync(trainable, info, device)
@@ -233,11 +236,43 @@ def _train(
     return summary
 
 
+def record_validation(cfg: TrainConfig, state: RunState, val: dict[str, Any]) -> bool:
+    """Book an epoch's validation: a better score makes the epoch the best (returns True, and
+    ``best.pt`` is written); early stopping and the plateau schedule count only epochs that
+    beat the score of the last counted improvement by more than this measurement's 95%
+    confidence interval, so that they follow learning, not the noise of the episodes."""
+    score, ci = selection_score(val), selection_ci(val)
+    improved = score > state.best_score
+    if improved:
+        state.best_score, state.best_epoch = score, state.epoch
+    if score > state.reference_score + ci:
+        state.reference_score = score
+        state.epochs_without_improvement = 0
+    else:
+        state.epochs_without_improvement += 1
+        if cfg.schedule == "plateau":
+            state.lr_scale = plateau_scale(state.lr_scale, state.epochs_without_improvement)
+    return improved
+
+
+def planned_epochs(cfg: TrainConfig, first_epoch_seconds: float) -> int:
+    """With ``--schedule cosine`` and a time budget, the run's length in epochs, planned from
+    the first epoch's wall time (training, validation, checkpoints) so that the schedule decays
+    over the budget and the run spends it; capped at ``--epochs``. 0: no plan (the length is
+    ``--epochs``). Recorded in ``last.pt``, so a resumed run keeps the same plan."""
+    if not cfg.time_budget or cfg.schedule != "cosine":
+        return 0
+    fitting = int(cfg.time_budget // max(first_epoch_seconds, 1e-9))
+    return max(1, min(cfg.epochs, fitting))
+
+
 def stop_reason(cfg: TrainConfig, state: RunState, last_epoch_seconds: float) -> str:
     """Why the run ends after this epoch (``""``: it goes on). ``time budget`` when one more
     epoch as long as the last would overrun ``cfg.time_budget`` seconds of wall time."""
     if state.epoch >= cfg.epochs:
         return "epochs"
+    if state.planned_epochs and state.epoch >= state.planned_epochs:
+        return "planned length"
     if cfg.patience and state.epochs_without_improvement >= cfg.patience:
         return "early stopping"
     if cfg.time_budget and state.wall_seconds + last_epoch_seconds > cfg.time_budget:

@@ -122,11 +122,16 @@ def plateau_scale(scale: float, epochs_without_improvement: int) -> float:
 
 
 def set_epoch_hyperparameters(
-    cfg: TrainConfig, optimizer: torch.optim.Optimizer, epoch: int, scale: float = 1.0
+    cfg: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    scale: float = 1.0,
+    total_epochs: int | None = None,
 ) -> float:
     """Apply this epoch's learning rates (and Koch's linearly rising momentum); `scale` is the
-    ``plateau`` schedule's factor. Returns the first group's learning rate."""
-    factor = lr_factor(cfg.schedule, epoch, cfg.epochs) * scale
+    ``plateau`` schedule's factor; `total_epochs` the length the schedule spans (default
+    ``--epochs``; a budgeted run's planned length). Returns the first group's learning rate."""
+    factor = lr_factor(cfg.schedule, epoch, total_epochs or cfg.epochs) * scale
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * factor
         if cfg.optimizer == "sgd" and cfg.momentum_start is not None:

@@ -43,6 +43,10 @@ class RunState:
     seconds: float = 0.0
     wall_seconds: float = 0.0
     lr_scale: float = 1.0
+    #: the score of the last improvement beyond its confidence interval (early stopping)
+    reference_score: float = -1.0
+    #: the length planned from the first epoch's time (`loop.planned_epochs`); 0: none
+    planned_epochs: int = 0
     stopped_by: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
 

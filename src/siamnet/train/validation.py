@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,12 @@ def validate(
     threshold = best_accuracy_threshold(scores, target)
     accuracy = pair_accuracy(scores, target, threshold)
     ways = min(cfg.val_ways, _classes_with(val.labels, 2))
-    out = {"val_pair_acc": accuracy, "val_auc": rank_auc(scores, target), "threshold": threshold}
+    out = {
+        "val_pair_acc": accuracy,
+        "val_pair_count": len(target),
+        "val_auc": rank_auc(scores, target),
+        "threshold": threshold,
+    }
     if ways >= 2:
         fs = few_shot_accuracy(
             model,
@@ -66,7 +72,12 @@ def validate(
             episodes=cfg.val_episodes,
             seed=cfg.seed + VAL_EPISODES_SEED,
         )
-        out.update(val_oneshot_acc=fs.accuracy, val_oneshot_ways=ways, selected_by="one-shot")
+        out.update(
+            val_oneshot_acc=fs.accuracy,
+            val_oneshot_ci95=fs.ci95,
+            val_oneshot_ways=ways,
+            selected_by="one-shot",
+        )
     else:  # fewer than 2 classes with 2 examples: no episode; the best epoch is by pairs
         out.update(val_oneshot_ways=0, selected_by="pairs")
     return out
@@ -76,6 +87,15 @@ def selection_score(val: dict[str, Any]) -> float:
     """What chooses the best epoch and drives early stopping and the plateau schedule:
     validation one-shot accuracy, or pair accuracy where no episode is possible."""
     return val["val_oneshot_acc"] if val["selected_by"] == "one-shot" else val["val_pair_acc"]
+
+
+def selection_ci(val: dict[str, Any]) -> float:
+    """The 95% confidence half-width of `selection_score`: the episodes' own, or the normal
+    approximation ``1.96 √(p(1−p)/n)`` for pair accuracy over the validation pairs."""
+    if val["selected_by"] == "one-shot":
+        return float(val["val_oneshot_ci95"])
+    p, n = val["val_pair_acc"], max(1, int(val.get("val_pair_count", 1)))
+    return 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n)
 
 
 @torch.no_grad()
@@ -108,6 +128,7 @@ def finish(
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
         "stopped_by": state.stopped_by or "epochs",
+        "planned_epochs": state.planned_epochs or None,
         "time_budget": cfg.time_budget or None,
         "train_seconds": round(state.seconds, 2),
         "wall_seconds": round(state.wall_seconds, 2),
