@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,serve,onnx,faiss,tensorboard]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,serve,onnx,faiss,tensorboard,hub]"
 	touch $@
 
 setup: $(VENV)/.installed

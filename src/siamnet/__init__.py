@@ -60,6 +60,10 @@ API: dict[str, str] = {
     "evaluate_checkpoint": "siamnet.evaluate.protocol:evaluate_checkpoint",
     "calibrate_checkpoint": "siamnet.evaluate.protocol:calibrate_checkpoint",
     "export_model": "siamnet.export:export_model",
+    # sharing: a safetensors folder every verb loads, and the Hugging Face Hub
+    "save_pretrained": "siamnet.sharing:save_pretrained",
+    "from_pretrained": "siamnet.sharing:from_pretrained",
+    "push_to_hub": "siamnet.sharing:push_to_hub",
 }
 
 __all__ = [

@@ -235,13 +235,23 @@ def save_checkpoint(
 
 
 def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint file, or a run folder (its ``best.pt``, else ``last.pt``)."""
+    """A checkpoint file, a run folder (its ``best.pt``, else ``last.pt``), or the folder of
+    a shared model (``config.json`` and ``model.safetensors``, `siamnet.sharing`)."""
+    from siamnet.sharing import shared_folder
+
     p = Path(path)
     if p.is_dir():
         for name in ("best.pt", "last.pt"):
             if (p / name).is_file():
                 return p / name
-        raise CheckpointError(f"{p}: a folder with no best.pt or last.pt in it")
+    shared = shared_folder(p)
+    if shared is not None:
+        return shared
+    if p.is_dir():
+        raise CheckpointError(
+            f"{p}: a folder with no best.pt or last.pt in it (a run), nor config.json and "
+            "model.safetensors (a shared model)"
+        )
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint file")
     return p
@@ -296,6 +306,10 @@ def _check_archive(path: Path) -> None:
 def read_checkpoint_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw payload dict of a checkpoint, validated; never executes code from the file."""
     p = resolve_checkpoint_path(path)
+    if p.is_dir():  # a shared model: JSON and safetensors, no pickle
+        from siamnet.sharing import read_shared_payload
+
+        return read_shared_payload(p)
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: empty file, not a siamnet checkpoint")
     _check_archive(p)
@@ -393,6 +407,10 @@ def state_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, tor
 def update_metadata(path: str | os.PathLike[str], updates: dict[str, Any]) -> dict[str, Any]:
     """Merge `updates` into a checkpoint's metadata, rewriting the file atomically."""
     p = resolve_checkpoint_path(path)
+    if p.is_dir():  # a shared model: its config.json is rewritten
+        from siamnet.sharing import update_shared_config
+
+        return update_shared_config(p, updates)
     payload = read_checkpoint_payload(p)
     payload["metadata"].update(updates)
     meta = payload["metadata"]
