@@ -1,5 +1,8 @@
 """Exporting a trained model to ONNX or TorchScript, with a parity check against PyTorch.
 
+(The third format of ``siamnet export``, ``safetensors``, is a folder of the weights and their
+description that siamnet and other tools load as they are: `siamnet.sharing`.)
+
 An export writes three files beside each other:
 
 - ``OUT`` (e.g. ``model.onnx``), written under exactly the name given (a name without any
@@ -54,6 +57,9 @@ from siamnet.outpaths import check_output_file
 from siamnet.temps import remove_stale_temps
 
 FORMATS = ("onnx", "torchscript")
+#: Every format ``siamnet export`` writes: ``safetensors`` is a folder of weights and their
+#: description that every verb loads (`siamnet.sharing.save_pretrained`).
+EXPORT_FORMATS = (*FORMATS, "safetensors")
 TOLERANCE = 1e-5
 ONNX_OPSET = 18
 
@@ -129,8 +135,9 @@ def check_export_paths(
             f"--out {paths[0]}: the embedding network and its description would both be "
             f"{paths[0]}; choose another name"
         )
+    sources = _source_files(Path(source))
     for p in paths:
-        if _same_file(p, source):
+        if any(_same_file(p, f) for f in sources):
             raise ArgumentError(
                 f"--out {paths[0]}: would replace {p}, the checkpoint being exported; choose "
                 "another name"
@@ -155,8 +162,12 @@ def export_model(
     """
     if not isinstance(source, Checkpoint):
         raise ArgumentError("export needs a loaded checkpoint (it records the input size)")
+    if format == "safetensors":
+        raise ArgumentError(
+            "--format safetensors writes a folder: use siamnet.save_pretrained(checkpoint, folder)"
+        )
     if format not in FORMATS:
-        raise ArgumentError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
+        raise ArgumentError(f"--format {format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
     if format == "onnx":
         onnxruntime = require_onnx()
     model = copy.deepcopy(source.model).cpu().eval()
@@ -232,6 +243,15 @@ def verify_export(info_file: str | os.PathLike[str]) -> dict[str, Any]:
                 f"{str(want)[:12]}...): the files come from different exports; export again"
             )
     return info
+
+
+def _source_files(source: Path) -> list[Path]:
+    """The files of the checkpoint being exported: the file, or a shared model's two files."""
+    if source.is_dir():
+        from siamnet.sharing import CONFIG_FILE, WEIGHTS_FILE
+
+        return [source / CONFIG_FILE, source / WEIGHTS_FILE]
+    return [source]
 
 
 def _same_file(a: Path, b: str | os.PathLike[str]) -> bool:
