@@ -1,9 +1,9 @@
 """`load_dataset(SPEC)`: pick the loader from what a SPEC is, and return its splits.
 
-A SPEC is a built-in name (``digits``), a named data set fetched on first use (``mnist``,
-``fashion-mnist``, ``omniglot``) or a path: a ``.csv`` file, an ``.npz`` file, IDX files (a file
-or a folder of them), or a folder of images (``<class>/*.png`` or Omniglot's
-``<alphabet>/<character>/*.png``).
+A SPEC is a built-in name (``digits``; ``glyphs``, rendered from matplotlib's fonts on first
+use), a named data set fetched on first use (``mnist``, ``fashion-mnist``, ``omniglot``) or a
+path: a ``.csv`` file, an ``.npz`` file, IDX files (a file or a folder of them), or a folder of
+images (``<class>/*.png`` or Omniglot's ``<alphabet>/<character>/*.png``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ __all__ = ["NAMED_DATASETS", "Dataset", "load_dataset", "load_path", "single_spl
 #: Data sets known by name, with a line on what each is.
 NAMED_DATASETS = {
     "digits": "scikit-learn's bundled handwritten digits (1,797 images, 10 classes), 28x28",
+    "glyphs": "Omniglot-like characters rendered from matplotlib's fonts on first use, "
+    "background and evaluation alphabets, 28x28",
     "mnist": "MNIST handwritten digits (70,000 images, 10 classes), 28x28, fetched on first use",
     "fashion-mnist": "Fashion-MNIST clothing (70,000 images, 10 classes), 28x28, fetched on "
     "first use or read from Debian's dataset-fashion-mnist package",
@@ -31,8 +33,8 @@ def load_dataset(spec: str, image_size: tuple[int, int] | None = None) -> Datase
     """Load SPEC (a built-in name or a path); `image_size` ``(H, W)`` resizes every image."""
     if spec is None or not str(spec).strip():
         raise DataError(
-            "empty data SPEC: give a built-in name (digits, mnist, fashion-mnist, "
-            "omniglot) or a path"
+            "empty data SPEC: give a built-in name (digits, glyphs, mnist, "
+            "fashion-mnist, omniglot) or a path"
         )
     spec = str(spec)
     key = spec.lower()
@@ -41,6 +43,10 @@ def load_dataset(spec: str, image_size: tuple[int, int] | None = None) -> Datase
         from siamnet.data.sources.builtin import load_digits
 
         return load_digits(image_size)
+    if key == "glyphs" and not path.exists():
+        from siamnet.data.sources.glyphs import load_glyphs
+
+        return load_glyphs(image_size)
     if key in NAMED_DATASETS and not path.exists():
         from siamnet.data.fetch import dataset_dir
 
