@@ -37,7 +37,7 @@ from siamnet.errors import ArgumentError, CheckpointError
 from siamnet.fileio import save_torch
 from siamnet.models.backbones import BACKBONES, is_backbone_name
 from siamnet.models.heads import HEADS
-from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
+from siamnet.models.siamese import ModelSpec, SiameseNet, build_model, unwrap
 from siamnet.schema import (
     Rules,
     check_fields,
@@ -222,7 +222,7 @@ def save_checkpoint(
     """
     meta = dict(metadata)
     meta.setdefault("siamnet_version", __version__)
-    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
     payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -420,7 +420,3 @@ def update_metadata(path: str | os.PathLike[str], updates: dict[str, Any]) -> di
     return meta
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside DDP or torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)

@@ -39,6 +39,7 @@ MISTYPED = [
     (["--momentum", "-1"], "--momentum -1"),
     (["--image-size", "0"], "--image-size"),
     (["--image-size", "abc"], "--image-size 'abc'"),
+    (["--image-size", "100000"], "at most 4096"),
     (["--eval-classes", ","], "--eval-classes"),
     (["--time-budget", "xyz"], "--time-budget 'xyz'"),
     (["--time-budget", "-5"], "--time-budget '-5'"),

@@ -78,3 +78,20 @@ def test_a_user_supplied_module_trains_through_siamese_net(kind):
     assert losses[-1] < losses[0], losses
     assert model.embed(a).shape == (16, 8)
     assert model.score(a, b).shape == (16,)
+
+
+def test_unwrap_removes_compile_and_data_parallel_wrappers_in_either_order():
+    from torch import nn
+
+    from siamnet.models.siamese import unwrap
+
+    net = build_model(ModelSpec(model="seed-cnn", loss="bce", head="l1"))
+
+    class Wrapper(nn.Module):  # holds the wrapped module as DDP (module) or compile (_orig_mod)
+        def __init__(self, attribute: str, inner: nn.Module) -> None:
+            super().__init__()
+            setattr(self, attribute, inner)
+
+    assert unwrap(net) is net
+    assert unwrap(Wrapper("module", Wrapper("_orig_mod", net))) is net
+    assert unwrap(Wrapper("_orig_mod", Wrapper("module", net))) is net

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from siamnet.cli.common import (
+    CHECKPOINT_HELP,
     add_image_options,
     add_quiet,
     add_verb,
@@ -23,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "  siamnet classify runs/digits --support support/ --query q1.png --query q2.png --json\n"
         "  siamnet classify runs/faces --support people/ --query door.jpg --reject-below 0.9",
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
+    p.add_argument("checkpoint", metavar="CKPT", help=CHECKPOINT_HELP)
     p.add_argument(
         "--support",
         required=True,

@@ -32,6 +32,12 @@ def add_verb(subparsers: Any, name: str, help: str, example: str) -> argparse.Ar
     return parser
 
 
+#: What a CKPT argument may name, for every verb that loads a model.
+CHECKPOINT_HELP = (
+    "a checkpoint file, a run folder, or a shared model folder (export --format safetensors)"
+)
+
+
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

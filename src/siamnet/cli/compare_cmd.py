@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from siamnet.cli.common import add_image_options, add_verb, print_json
+from siamnet.cli.common import CHECKPOINT_HELP, add_image_options, add_verb, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "  siamnet compare runs/digits a.png b.png --json   # score, distance and the threshold\n"
         "  siamnet compare runs/digits pen1.png pen2.png --invert   # black-on-white drawings",
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
+    p.add_argument("checkpoint", metavar="CKPT", help=CHECKPOINT_HELP)
     p.add_argument(
         "a", metavar="IMAGE_A", help="an image file: PNG, JPEG, BMP, GIF, TIFF, WebP or PPM/PGM/PBM"
     )

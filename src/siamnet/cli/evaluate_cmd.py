@@ -8,7 +8,14 @@ import json
 import sys
 from typing import Any
 
-from siamnet.cli.common import NO_DEFAULT, add_quiet, add_verb, one_line_errors, parse_name_list
+from siamnet.cli.common import (
+    CHECKPOINT_HELP,
+    NO_DEFAULT,
+    add_quiet,
+    add_verb,
+    one_line_errors,
+    parse_name_list,
+)
 from siamnet.errors import ArgumentError
 from siamnet.presets import EVAL_EPISODES, EVAL_PAIRS, EVAL_SEED
 
@@ -111,7 +118,7 @@ def register_calibrate(subparsers: argparse._SubParsersAction) -> None:
 def add_checkpoint_and_data(p: argparse.ArgumentParser, eval_classes: bool = True) -> None:
     """CKPT, ``--data``, ``--device`` (and ``--eval-classes``), shared with ``siamnet plot``."""
     one_line_errors(p)
-    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
+    p.add_argument("checkpoint", metavar="CKPT", help=CHECKPOINT_HELP)
     p.add_argument(
         "--data",
         metavar="SPEC",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from siamnet.cli.common import add_verb, print_json
+from siamnet.cli.common import CHECKPOINT_HELP, add_verb, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "other files already in OUT (a clone's .git). In Python: siamnet.from_pretrained(OUT),\n"
         "and siamnet.push_to_hub(CKPT, 'owner/name') to upload it (the hub extra)."
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
+    p.add_argument("checkpoint", metavar="CKPT", help=CHECKPOINT_HELP)
     p.add_argument(
         "--format",
         choices=["onnx", "torchscript", "safetensors"],

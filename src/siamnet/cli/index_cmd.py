@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from siamnet.cli.common import add_image_options, add_quiet, add_verb, print_json, report_skipped
+from siamnet.cli.common import (
+    CHECKPOINT_HELP,
+    add_image_options,
+    add_quiet,
+    add_verb,
+    print_json,
+    report_skipped,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "siamnet index build runs/digits --data photos/ --out gallery/\n"
         "  siamnet index build runs/digits --data digits --split test --out gallery/",
     )
-    b.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
+    b.add_argument("checkpoint", metavar="CKPT", help=CHECKPOINT_HELP)
     _data_options(b)
     b.add_argument("--out", required=True, metavar="DIR", help="the gallery folder to write")
     b.add_argument(

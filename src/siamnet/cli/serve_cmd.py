@@ -10,7 +10,7 @@ import socket
 import sys
 from typing import Any
 
-from siamnet.cli.common import add_image_options, add_verb, report_skipped
+from siamnet.cli.common import CHECKPOINT_HELP, add_image_options, add_verb, report_skipped
 from siamnet.errors import ArgumentError
 from siamnet.serve.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT
 
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "127.0.0.1:8000)",
     )
     p.description = p.description.replace("\n\nexample:", f"\n\n{SECURITY_NOTE}\n\nexample:", 1)
-    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run folder")
+    p.add_argument("checkpoint", metavar="CKPT", help=CHECKPOINT_HELP)
     p.add_argument(
         "--support",
         metavar="DIR",

@@ -111,6 +111,18 @@ class SiameseNet(nn.Module):
         return self.head.to_score(self(a, b))
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside ``torch.compile`` (``_orig_mod``) and DistributedDataParallel
+    (``module``) wrappers, in whatever order and depth they were applied."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None:
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
 def build_model(spec: ModelSpec, backbone: nn.Module | None = None) -> SiameseNet:
     """A fresh, untrained `SiameseNet` as `spec` describes it; `backbone`, when given, is used
     as it is (one's own module) instead of the one `spec.model` names."""

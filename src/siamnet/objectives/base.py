@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from siamnet.data.labeled import LabeledImages
+from siamnet.models.siamese import unwrap
 
 #: A training batch: index tensors into the training images (and their targets or labels).
 Batch = dict[str, torch.Tensor]
@@ -127,21 +128,16 @@ class TrainingModel(nn.Module):
         return self.net(*args, **kwargs)
 
 
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """`model` without a ``torch.compile`` and/or DistributedDataParallel wrapper."""
-    return getattr(getattr(model, "_orig_mod", model), "module", model)
-
-
 def base_module(model: nn.Module) -> nn.Module:
     """The `SiameseNet` inside a compiled and/or DistributedDataParallel wrapper (and inside a
     `TrainingModel`)."""
-    inner = _unwrapped(model)
+    inner = unwrap(model)
     return inner.net if isinstance(inner, TrainingModel) else inner
 
 
 def objective_parameters(model: nn.Module) -> nn.Module:
     """The objective's own parameters inside a (wrapped) `TrainingModel`."""
-    inner = _unwrapped(model)
+    inner = unwrap(model)
     if not isinstance(inner, TrainingModel) or inner.objective_parameters is None:
         raise TypeError("this objective trains parameters of its own: run it through siamnet.fit")
     return inner.objective_parameters

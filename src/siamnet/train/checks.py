@@ -130,10 +130,17 @@ def check_data_arguments(cfg: TrainConfig) -> None:
     from siamnet.images import check_image_size
 
     if cfg.image_size is not None:
+        from siamnet.checkpoint import MAX_IMAGE_SIDE
+
         try:
             check_image_size(cfg.image_size)
         except ArgumentError as exc:
             raise ArgumentError(f"--image-size: {exc}") from exc
+        if max(cfg.image_size) > MAX_IMAGE_SIDE:
+            raise ArgumentError(
+                f"--image-size {cfg.image_size[0]}x{cfg.image_size[1]}: each side must be at "
+                f"most {MAX_IMAGE_SIDE} pixels"
+            )
     if cfg.eval_classes is not None:
         names = [str(c).strip() for c in cfg.eval_classes]
         if not names or not all(names):
