@@ -418,5 +418,3 @@ def update_metadata(path: str | os.PathLike[str], updates: dict[str, Any]) -> di
     payload["metadata"] = json.dumps(meta)
     save_torch(p, payload)
     return meta
-
-

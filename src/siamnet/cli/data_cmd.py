@@ -266,7 +266,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     names = [n.lower() for n in args.names]
     unknown = [n for n in names if n not in NAMED_DATASETS]
     if unknown:
-        fetchable = ", ".join(n for n in NAMED_DATASETS if n != "digits")
+        fetchable = ", ".join(n for n in NAMED_DATASETS if n not in ("digits", "glyphs"))
         raise ArgumentError(
             f"cannot fetch {', '.join(map(repr, unknown))}: the named data sets are {fetchable}"
         )
@@ -275,6 +275,12 @@ def run_fetch(args: argparse.Namespace) -> int:
     for name in names:
         if name == "digits":
             print("digits: built in (scikit-learn), nothing to fetch")
+            continue
+        if name == "glyphs":
+            from siamnet.data.registry import load_dataset
+
+            load_dataset("glyphs")  # rendered from matplotlib's fonts into the cache, once
+            print("glyphs: built in (rendered from matplotlib's fonts), in the cache")
             continue
         print(f"{name}: {dataset_dir(name)}")
     return 0

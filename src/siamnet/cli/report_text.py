@@ -43,23 +43,32 @@ def format_evaluation(report: dict[str, Any]) -> str:
             f"{first['queries']} quer{'y' if first['queries'] == 1 else 'ies'} per class, "
             "± 95% confidence interval",
         ]
-        header = ["protocol", "ways", "shots", "scoring", "accuracy", "± 95% CI", "chance"]
-        rows = [
-            [
-                r["protocol"],
-                str(r["ways"]),
-                str(r["shots"]),
-                r["scoring"],
-                _fmt(r["accuracy"]),
-                _fmt(r["ci95"]),
-                _fmt(1.0 / r["ways"]),
-            ]
-            for r in shots
-        ]
+        pixels = {
+            (p["protocol"], p["ways"], p["shots"]): p["accuracy"]
+            for p in report.get("one_shot_pixels") or []
+        }
+        header = ["protocol", "ways", "shots", "scoring", "accuracy", "± 95% CI", "raw pixels"]
+        header += ["chance"]
+        rows = []
+        for r in shots:
+            pixel = pixels.get((r["protocol"], r["ways"], r["shots"]))
+            rows.append(
+                [
+                    r["protocol"],
+                    str(r["ways"]),
+                    str(r["shots"]),
+                    r["scoring"],
+                    _fmt(r["accuracy"]),
+                    _fmt(r["ci95"]),
+                    _fmt(pixel) if pixel is not None else "",
+                    _fmt(1.0 / r["ways"]),
+                ]
+            )
         lines += _text_table(header, rows)
         lines += [
             "  scoring: mean = the mean score against a class's K support images;",
             "           prototype = the score against their mean embedding",
+            "  raw pixels: the same episodes scored by the nearest support image in pixel space",
         ]
     lines += [f"note: {n}" for n in report["one_shot_notes"]]
     return "\n".join(lines)

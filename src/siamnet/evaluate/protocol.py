@@ -27,6 +27,7 @@ from siamnet.evaluate.metrics import (
     verification_pairs,
     verification_report,
 )
+from siamnet.evaluate.pixels import pixel_few_shot_table
 from siamnet.models.embed import embed_images
 from siamnet.models.heads import HEADS
 from siamnet.presets import EVAL_EPISODES, EVAL_PAIRS, EVAL_SEED
@@ -118,6 +119,10 @@ def evaluate_checkpoint(
         episodes=episodes,
         seed=seed,
     )
+    # the same episodes scored on raw pixels: what the learned embedding adds
+    pixel_rows, _ = pixel_few_shot_table(
+        chosen.data, ways=ways, shots=shots, queries=queries, episodes=episodes, seed=seed
+    )
     spec = ckpt.spec
     report = {
         "checkpoint": str(ckpt.path),
@@ -139,6 +144,7 @@ def evaluate_checkpoint(
         "verification": verification,
         "one_shot": [r.to_dict() for r in rows],
         "one_shot_notes": notes,
+        "one_shot_pixels": [r.to_dict() for r in pixel_rows],
     }
     return Evaluation(report, chosen, emb, left, right, target, scores)
 
