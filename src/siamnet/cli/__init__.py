@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from siamnet import __version__
+from siamnet.cli.common import one_line_errors
 from siamnet.errors import SiamnetError
 from siamnet.progress import set_quiet
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'siamnet VERB --help' for the options and an example of each verb.",
     )
     parser.add_argument("--version", action="version", version=f"siamnet {__version__}")
+    one_line_errors(parser)
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for name in VERB_MODULES:
         importlib.import_module(name).register(subparsers)
