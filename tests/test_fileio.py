@@ -107,7 +107,6 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_old_file_stays(tmp_path
 
 
 def test_a_full_disk_while_saving_a_figure_is_one_line(tmp_path):
-    pytest.importorskip("matplotlib")
     (tmp_path / "curves.png").write_bytes(b"old figure")
     result = run_limited(
         """

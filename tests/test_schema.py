@@ -51,4 +51,5 @@ def test_found_values_are_described_shortly():
 
 def test_the_checker_needs_no_torch():
     code = "import sys, siamnet.schema; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

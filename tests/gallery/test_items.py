@@ -26,8 +26,9 @@ def test_read_gallery_items_from_folders_and_files(tmp_path):
 
 
 def test_read_gallery_items_from_a_data_spec():
-    registry = pytest.importorskip("siamnet.data.registry", reason="data registry not available")
-    dataset = registry.load_dataset("digits", image_size=(28, 28))
+    from siamnet.data.registry import load_dataset
+
+    dataset = load_dataset("digits", image_size=(28, 28))
     splits = {name: data for name, data in dataset.splits.items() if data is not None}
     items = read_gallery_items("digits", 1, (28, 28))
     assert len(items.names) == sum(len(d) for d in splits.values()) == len(items.images)

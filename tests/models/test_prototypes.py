@@ -40,7 +40,9 @@ def test_prototypes_are_class_means_with_and_without_batch_dimensions():
 
 def test_prototypes_carry_gradients():
     emb = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    torch.autograd.gradcheck(lambda x: class_prototypes(x, torch.tensor([0, 1, 1, 0]), 2), (emb,))
+    assert torch.autograd.gradcheck(
+        lambda x: class_prototypes(x, torch.tensor([0, 1, 1, 0]), 2), (emb,)
+    )
 
 
 @pytest.mark.parametrize("kind", ["l1", "euclidean", "cosine"])
