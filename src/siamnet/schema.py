@@ -8,12 +8,14 @@ line naming the file, the field, what was expected and what was found (`describe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
 import sys
 from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 from siamnet.errors import CheckpointError
@@ -109,4 +111,21 @@ def check_fields(
         raise CheckpointError(
             f"{where}: field {prefix}{unknown[0]}: not a field this siamnet knows "
             f"(expected only {', '.join(rules)})"
+        )
+
+
+def check_companion_sha256(
+    data_file: Path, raw: bytes, recorded: str | None, record_file: str, remedy: str
+) -> None:
+    """Refuse `raw`, the bytes of `data_file`, when their sha256 is not the one `record_file`
+    (the JSON written with it) `recorded`: the two files come from different writes. Nothing
+    is checked where no checksum was recorded."""
+    if recorded is None:
+        return
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != recorded:
+        raise CheckpointError(
+            f"{data_file}: does not belong with {record_file} (its sha256 is {actual[:12]}..., "
+            f"{record_file} records {recorded[:12]}...): the two files come from different "
+            f"writes; {remedy}"
         )

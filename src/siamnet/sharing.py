@@ -39,7 +39,7 @@ from siamnet.checkpoint import Checkpoint, check_metadata, load_checkpoint
 from siamnet.errors import ArgumentError, CheckpointError, SiamnetError
 from siamnet.fileio import atomic_folder, atomic_write_text, write_file
 from siamnet.outpaths import check_output_dir
-from siamnet.schema import Rules, check_fields, is_int, is_str
+from siamnet.schema import Rules, check_companion_sha256, check_fields, is_int, is_str
 from siamnet.temps import is_temp_name, remove_stale_temps
 
 WEIGHTS_FILE = "model.safetensors"
@@ -109,14 +109,7 @@ def read_shared_payload(folder: str | os.PathLike[str]) -> dict[str, Any]:
             f"{d}: incomplete shared model: {WEIGHTS_FILE} is missing beside {CONFIG_FILE}"
         ) from exc
     recorded = config.get("weights_sha256")
-    if recorded is not None:
-        actual = hashlib.sha256(raw).hexdigest()
-        if actual != recorded:
-            raise CheckpointError(
-                f"{weights}: does not belong with {CONFIG_FILE} (its sha256 is {actual[:12]}..., "
-                f"{CONFIG_FILE} records {recorded[:12]}...): the two files come from different "
-                "exports; export the model again"
-            )
+    check_companion_sha256(weights, raw, recorded, CONFIG_FILE, "export the model again")
     return {
         "format_version": config["format_version"],
         "metadata": metadata_of(config),

@@ -261,12 +261,9 @@ def run(args: argparse.Namespace) -> int:
     from siamnet.train import TrainConfig, fit
 
     fields = set(TrainConfig.__dataclass_fields__)
-    given = {
-        k: v for k, v in vars(args).items() if k in fields and v is not None and v is not False
-    }
-    config = TrainConfig(**given)
-    if args.config:
-        config = dataclasses.replace(TrainConfig.from_file(args.config), **given)
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if args.config:  # the file, with what the command line gives on top
+        config = dataclasses.replace(TrainConfig.from_file(args.config), **config.given())
     if args.print_config:
         resolved = config.resolved().validate() if not config.resume else config
         print_json(resolved.to_json())

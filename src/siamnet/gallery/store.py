@@ -42,6 +42,7 @@ from siamnet.models.heads import HEADS
 from siamnet.models.siamese import SiameseNet
 from siamnet.schema import (
     Rules,
+    check_companion_sha256,
     check_fields,
     describe,
     is_dict,
@@ -295,15 +296,13 @@ def load_gallery(folder: str | os.PathLike[str], device: torch.device | str = "c
         raw = emb_file.read_bytes()
     except FileNotFoundError as exc:
         raise CheckpointError(f"{d}: damaged gallery, {EMBEDDINGS_FILE} is missing") from exc
-    recorded = info.get("embeddings_sha256")
-    if recorded is not None:
-        actual = hashlib.sha256(raw).hexdigest()
-        if actual != recorded:
-            raise CheckpointError(
-                f"{emb_file}: does not belong with {INFO_FILE} (its sha256 is {actual[:12]}..., "
-                f"{INFO_FILE} records {recorded[:12]}...): the two files come from different "
-                "writes; rebuild the gallery with 'siamnet index build --overwrite'"
-            )
+    check_companion_sha256(
+        emb_file,
+        raw,
+        info.get("embeddings_sha256"),
+        INFO_FILE,
+        "rebuild the gallery with 'siamnet index build --overwrite'",
+    )
     embeddings = _read_embeddings(emb_file, raw)
     if embeddings.dtype != torch.float32 or list(embeddings.shape) != [count, dim]:
         raise CheckpointError(
