@@ -326,3 +326,82 @@ def test_uploads_read_like_their_8bit_opaque_version():
     assert torch.equal(read_image_bytes(encoded(floats, "TIFF"), 1, (9, 7)), plain)
     ink = np.dstack([np.zeros((9, 7, 3), np.uint8), 255 - array])  # black ink, alpha = darkness
     assert torch.equal(read_image_bytes(encoded(Image.fromarray(ink, "RGBA")), 1, (9, 7)), plain)
+
+
+def _bands(height: int, width: int) -> np.ndarray:
+    """A grey image of three vertical bands: 30 on the left quarter, 220 on the right quarter
+    and 128 in the middle half."""
+    array = np.full((height, width), 128, dtype=np.uint8)
+    array[:, : width // 4] = 30
+    array[:, width - width // 4 :] = 220
+    return array
+
+
+def test_wide_image_is_cropped_not_squeezed(tmp_path):
+    path = _png(tmp_path / "wide.png", _bands(40, 160))  # 4:1; the centre half is 80 wide
+    image = read_image(path, 1, (20, 20))
+    # the shorter side goes to 20 (scale 1/2), the centre 40x40 of the original is kept: all
+    # of it lies in the middle band, so the side bands are gone and nothing is squeezed
+    assert image.shape == (1, 20, 20) and bool((image == 128).all())
+    stretched = read_image(path, 1, (20, 20), resize="stretch")
+    assert int(stretched[0, :, 0].max()) < 60 and int(stretched[0, :, -1].min()) > 190
+
+
+def test_tall_image_keeps_its_centre_rows(tmp_path):
+    path = _png(tmp_path / "tall.png", _bands(40, 160).T.copy())  # 1:4, bands across
+    image = read_image(path, 1, (10, 10))
+    assert bool((image == 128).all())
+
+
+def test_pair_size_keeps_the_aspect_of_the_target(tmp_path):
+    # 100x100 into 20 high by 40 wide: the centre 50x100 rows are kept, scaled by 0.4
+    array = np.zeros((100, 100), dtype=np.uint8)
+    array[25:75] = 200  # the rows that survive
+    image = read_image(_png(tmp_path / "sq.png", array), 1, (20, 40))
+    assert image.shape == (1, 20, 40)
+    assert bool((image[:, 1:-1] == 200).all())  # no black rows (first and last blend at most)
+    expected = Image.fromarray(array).resize(
+        (40, 20), Image.Resampling.BILINEAR, box=(0, 25, 100, 75)
+    )
+    assert torch.equal(image[0], torch.from_numpy(np.array(expected)))
+
+
+def test_image_at_the_target_size_is_untouched_in_either_mode(tmp_path):
+    array = np.random.default_rng(0).integers(0, 256, (12, 30), dtype=np.uint8)
+    path = _png(tmp_path / "same.png", array)
+    for resize in ("crop", "stretch"):
+        assert torch.equal(read_image(path, 1, (12, 30), resize=resize)[0], torch.from_numpy(array))
+
+
+def test_colour_stays_colour_when_cropped(tmp_path):
+    rgb = np.zeros((30, 90, 3), dtype=np.uint8)
+    rgb[:, :30] = (255, 0, 0)
+    rgb[:, 30:60] = (0, 200, 0)
+    rgb[:, 60:] = (0, 0, 255)
+    data = io.BytesIO()
+    Image.fromarray(rgb).save(data, format="PNG")
+    image = read_image_bytes(data.getvalue(), 3, (15, 15))  # the green middle third
+    assert image.shape == (3, 15, 15)
+    inner = image[:, :, 1:-1]  # the edge columns may blend with the neighbouring bands
+    assert bool((inner[0] == 0).all() and (inner[1] == 200).all() and (inner[2] == 0).all())
+
+
+def test_unknown_resize_mode_is_one_line():
+    with pytest.raises(ArgumentError, match=r"resize 'squash': expected one of crop, stretch"):
+        read_image("nothing.png", 1, (8, 8), resize="squash")
+
+
+def test_support_folder_and_many_files_crop_too(tmp_path):
+    (tmp_path / "s" / "a").mkdir(parents=True)
+    wide = _png(tmp_path / "s" / "a" / "w.png", _bands(40, 160))
+    images, _, _, _, _ = read_support_folder(tmp_path / "s", 1, (20, 20))
+    assert bool((images == 128).all())
+    many, _, _ = read_images([wide], 3, (20, 20))
+    assert many.shape == (1, 3, 20, 20) and bool((many == 128).all())
+
+
+def test_match_channels_equals_pillow_luminance_on_every_colour_tried():
+    rgb = np.random.default_rng(1).integers(0, 256, (1, 50_000, 3), dtype=np.uint8)
+    pillow = np.asarray(Image.fromarray(rgb).convert("L"))
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous()
+    assert torch.equal(match_channels(tensor, 1)[0, 0], torch.from_numpy(pillow.copy()))

@@ -1,5 +1,18 @@
 """Reading image files for a trained model, converted to the model's channels (``L`` or
-``RGB``) and size (bilinear resize), as uint8 ``[C, H, W]``.
+``RGB``) and size, as uint8 ``[C, H, W]``.
+
+Geometry (`RESIZE_MODES`): ``crop`` (the default, and what every model trained now records)
+scales an image so that it covers the target size, keeping its aspect, and cuts the excess
+equally from both sides: the shorter side is resized to the target's, the longer one cropped
+around the centre (a target of another aspect, H×W, crops to that aspect). An image already at
+the target size is untouched. ``stretch`` resizes straight to the target size, squeezing a
+wide image; checkpoints written before the mode was recorded keep it
+(`siamnet.models.siamese.ModelSpec.resize`). Both resample bilinearly (Pillow's, antialiased
+when shrinking), in one step: the crop box is handed to the resize.
+
+Colour stays colour: a grey file given to a colour model is repeated into three channels, a
+colour file given to a grey model becomes its luminance (Pillow's ``L`` conversion, which
+`match_channels` reproduces exactly for tensors).
 
 Pillow detects a file's format from its content, whatever the file is named, and can open
 dozens of formats; only `IMAGE_FORMATS` are let through (EPS would run Ghostscript, and every
@@ -45,6 +58,14 @@ IMAGE_SUFFIXES = frozenset(
 
 _ACCEPTED = "PNG, JPEG, BMP, GIF, TIFF, WEBP and PPM/PGM/PBM"
 _MODES = {1: "L", 3: "RGB"}
+
+#: How an image is brought to a model's input size: ``crop`` (scale to cover, keeping the
+#: aspect, then cut the centre) or ``stretch`` (resize to the size, aspect lost).
+RESIZE_MODES = ("crop", "stretch")
+
+#: Pillow's luminance weights in 16-bit fixed point (``RGB`` -> ``L``: ``L = (19595 R +
+#: 38470 G + 7471 B + 2**15) >> 16``).
+_LUMA_16 = (19595, 38470, 7471)
 
 #: Modes of one grey channel wider than 8 bits: `to_8bit` scales them to mode ``L``.
 _WIDE_MODES = ("I", "F")  # and every "I;16..." mode
@@ -99,23 +120,41 @@ def check_image_size(size: Sequence[int]) -> tuple[int, int]:
     return height, width
 
 
+def check_resize(resize: str) -> str:
+    """`resize` if it is one of `RESIZE_MODES`; an `ArgumentError` otherwise."""
+    if resize not in RESIZE_MODES:
+        raise ArgumentError(f"resize {resize!r}: expected one of {', '.join(RESIZE_MODES)}")
+    return resize
+
+
 def read_image(
-    path: str | os.PathLike[str], channels: int, size: tuple[int, int], invert: bool = False
+    path: str | os.PathLike[str],
+    channels: int,
+    size: tuple[int, int],
+    invert: bool = False,
+    resize: str = "crop",
 ) -> torch.Tensor:
-    """The image file at `path` as uint8 ``[channels, H, W]`` with ``size = (H, W)``."""
-    mode, size = _mode(channels), check_image_size(size)
+    """The image file at `path` as uint8 ``[channels, H, W]`` with ``size = (H, W)``, brought
+    to that size as `resize` says (`RESIZE_MODES`)."""
+    mode, size, resize = _mode(channels), check_image_size(size), check_resize(resize)
     with open_image(path) as image:
-        array = _resized(image, mode, size)
+        array = _resized(image, mode, size, resize)
     return _to_tensor(array, channels, size, invert)
 
 
 def read_image_bytes(
-    data: bytes, channels: int, size: tuple[int, int], invert: bool = False, name: str = "image"
+    data: bytes,
+    channels: int,
+    size: tuple[int, int],
+    invert: bool = False,
+    name: str = "image",
+    resize: str = "crop",
 ) -> torch.Tensor:
-    """Encoded image bytes (an upload) as uint8 ``[channels, H, W]``; `name` is used in errors."""
-    mode, size = _mode(channels), check_image_size(size)
+    """Encoded image bytes (an upload) as uint8 ``[channels, H, W]``, as `read_image` reads a
+    file; `name` is used in errors."""
+    mode, size, resize = _mode(channels), check_image_size(size), check_resize(resize)
     with open_image(data, name) as image:
-        array = _resized(image, mode, size)
+        array = _resized(image, mode, size, resize)
     return _to_tensor(array, channels, size, invert)
 
 
@@ -125,20 +164,21 @@ def read_images(
     size: tuple[int, int],
     invert: bool = False,
     desc: str = "reading images",
+    resize: str = "crop",
 ) -> tuple[torch.Tensor, list[Path], list[tuple[Path, str]]]:
-    """Read many files; unreadable ones are collected, not raised.
+    """Read many files (each as `read_image` does); unreadable ones are collected, not raised.
 
     Returns uint8 images ``[N, C, H, W]`` of the files that could be read, their paths, and
     ``(path, message)`` for each file that could not. A progress bar on stderr shows `desc`.
     """
     _mode(channels)
-    size = check_image_size(size)
+    size, resize = check_image_size(size), check_resize(resize)
     out = np.empty((len(paths), channels, size[0], size[1]), dtype=np.uint8)
     ok: list[Path] = []
     failures: list[tuple[Path, str]] = []
     for path in progress(paths, desc=desc, unit="image"):
         try:
-            out[len(ok)] = read_image(path, channels, size, invert).numpy()
+            out[len(ok)] = read_image(path, channels, size, invert, resize).numpy()
         except DataError as exc:
             failures.append((Path(path), str(exc)))
             continue
@@ -219,15 +259,16 @@ def hidden_name(name: str) -> bool:
 
 def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     """uint8 ``[N, C, H, W]`` with 1 or 3 channels converted to `channels` (grey is repeated;
-    colour becomes luminance ``0.299 R + 0.587 G + 0.114 B``, as Pillow's ``L`` mode)."""
+    colour becomes luminance ``0.299 R + 0.587 G + 0.114 B`` in Pillow's own fixed-point
+    arithmetic, so that a tensor converts to the very values a file read in mode ``L`` has)."""
     have = images.shape[1]
     if have == channels:
         return images
     if have == 1 and channels == 3:
         return images.expand(-1, 3, -1, -1).contiguous()
     if have == 3 and channels == 1:
-        weights = torch.tensor([299, 587, 114], dtype=torch.int32).view(1, 3, 1, 1)
-        grey = ((images.to(torch.int32) * weights).sum(1, keepdim=True) + 500) // 1000
+        weights = torch.tensor(_LUMA_16, dtype=torch.int32).view(1, 3, 1, 1)
+        grey = ((images.to(torch.int32) * weights).sum(1, keepdim=True) + 0x8000) >> 16
         return grey.to(torch.uint8)
     raise DataError(f"cannot convert {have}-channel images to {channels} channels")
 
@@ -242,9 +283,14 @@ def class_folders(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def read_support_folder(
-    folder: str | os.PathLike[str], channels: int, size: tuple[int, int], invert: bool = False
+    folder: str | os.PathLike[str],
+    channels: int,
+    size: tuple[int, int],
+    invert: bool = False,
+    resize: str = "crop",
 ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[Path], list[tuple[Path, str]]]:
-    """A folder with one sub-folder of images per class (K-shot support, or a labelled gallery).
+    """A folder with one sub-folder of images per class (K-shot support, or a labelled gallery),
+    each image read as `read_image` does.
 
     Returns images uint8 ``[N, C, H, W]``, labels int64 ``[N]`` in ``0..K-1``, the K class names
     (sub-folder names, sorted), the paths read, and ``(path, message)`` for unreadable files.
@@ -264,7 +310,7 @@ def read_support_folder(
         owners += [k] * len(files)
     if not paths:
         raise DataError(f"{root}: {len(classes)} class folders but no image files in them")
-    images, ok, failures = read_images(paths, channels, size, invert)
+    images, ok, failures = read_images(paths, channels, size, invert, resize=resize)
     owner_of = dict(zip(paths, owners, strict=True))
     kept = sorted({owner_of[p] for p in ok})
     new_id = {k: i for i, k in enumerate(kept)}
@@ -353,16 +399,38 @@ def _mode(channels: int) -> str:
     return _MODES[channels]
 
 
-def _resized(image: Image.Image, mode: str, size: tuple[int, int]) -> np.ndarray:
-    """A loaded Pillow image, through `to_8bit`, in `mode` at ``size = (H, W)``, as uint8
-    ``[H, W]`` or ``[H, W, 3]``. Only Pillow work: its failures are the image's."""
+def _resized(image: Image.Image, mode: str, size: tuple[int, int], resize: str) -> np.ndarray:
+    """A loaded Pillow image, through `to_8bit`, in `mode` at ``size = (H, W)`` (`fit_image`),
+    as uint8 ``[H, W]`` or ``[H, W, 3]``. Only Pillow work: its failures are the image's."""
     converted = to_8bit(image)
     if converted.mode != mode:
         converted = converted.convert(mode)
+    return np.asarray(fit_image(converted, size, resize))
+
+
+def fit_image(image: Image.Image, size: tuple[int, int], resize: str = "crop") -> Image.Image:
+    """`image` at ``size = (H, W)``: with ``crop`` its centred region of the target's aspect
+    (`crop_box`) resized to it, with ``stretch`` the whole image resized to it; bilinear,
+    one resampling. An image already at `size` comes back as it is."""
     height, width = size
-    if converted.size != (width, height):
-        converted = converted.resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(converted)
+    if image.size == (width, height):
+        return image
+    box = crop_box(image.size, size) if resize == "crop" else None
+    return image.resize((width, height), Image.Resampling.BILINEAR, box=box)
+
+
+def crop_box(
+    image_size: tuple[int, int], size: tuple[int, int]
+) -> tuple[float, float, float, float]:
+    """The centred region ``(left, top, right, bottom)`` of an image of ``image_size = (width,
+    height)`` (Pillow's order) that has the aspect of ``size = (H, W)``: the whole of the side
+    that is short for that aspect, the centre of the other."""
+    width, height = image_size
+    target_h, target_w = size
+    scale = max(target_h / height, target_w / width)  # covers the target on both sides
+    crop_w, crop_h = target_w / scale, target_h / scale
+    left, top = (width - crop_w) / 2, (height - crop_h) / 2
+    return (left, top, left + crop_w, top + crop_h)
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
