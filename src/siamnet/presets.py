@@ -147,6 +147,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 #: per N and K, and their seed. Training's final summary draws the same pairs and episodes, so
 #: that it and `siamnet evaluate` report the same figures for the same model and task.
 EVAL_PAIRS, EVAL_EPISODES, EVAL_SEED = 10000, 1000, 0
+#: Recall@K of the retrieval metrics (each image a query against all the others), as reported
+#: on SOP, CUB-200 and Cars-196.
+RETRIEVAL_KS = (1, 2, 4, 8)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": DEFAULT,

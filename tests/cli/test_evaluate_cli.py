@@ -81,6 +81,12 @@ def test_evaluate_json_on_unseen_classes(run_dir):
     for r in rows:
         assert r["episodes"] == 300 and r["protocol"] == "unstructured"
         assert 0.25 < r["accuracy"] <= 1 and 0 < r["ci95"] < 0.1
+    retrieval = report["retrieval"]
+    recalls = [retrieval["recall_at_k"][k] for k in ("1", "2", "4", "8")]
+    assert recalls == sorted(recalls) and 0.25 < recalls[0] <= 1
+    assert 0 < retrieval["map_at_r"] <= retrieval["r_precision"] + 1e-9 <= 1 + 1e-9
+    assert retrieval["queries"] == report["evaluation_data"]["images"]
+    assert set(report["retrieval_pixels"]["recall_at_k"]) == {"1", "2", "4", "8"}
 
 
 def test_evaluate_table_and_json_file(run_dir, tmp_path):
@@ -101,6 +107,7 @@ def test_evaluate_table_and_json_file(run_dir, tmp_path):
     )
     assert "ROC AUC" in result.stdout and "unstructured" in result.stdout
     assert "never seen in training" in result.stdout
+    assert "Recall@1" in result.stdout and "MAP@R" in result.stdout
     report = json.loads(out.read_text())
     assert [(r["ways"], r["shots"]) for r in report["one_shot"]] == [(3, 1)]
 

@@ -71,7 +71,30 @@ def format_evaluation(report: dict[str, Any]) -> str:
             "  raw pixels: the same episodes scored by the nearest support image in pixel space",
         ]
     lines += [f"note: {n}" for n in report["one_shot_notes"]]
+    lines += _retrieval_lines(report.get("retrieval"), report.get("retrieval_pixels"))
     return "\n".join(lines)
+
+
+def _retrieval_lines(model: dict[str, Any] | None, pixels: dict[str, Any] | None) -> list[str]:
+    """The retrieval table: Recall@K, MAP@R and R-precision, beside raw pixels."""
+    if not model:
+        return []
+    names = [f"Recall@{k}" for k in model["recall_at_k"]] + ["MAP@R", "R-precision"]
+
+    def values(r: dict[str, Any]) -> list[str]:
+        cells = [_fmt(v) for v in r["recall_at_k"].values()]
+        return cells + [_fmt(r["map_at_r"]), _fmt(r["r_precision"])]
+
+    rows = [["model", *values(model)]]
+    if pixels:
+        rows.append(["raw pixels", *values(pixels)])
+    lonely = model["lone_queries"]
+    return [
+        "",
+        f"retrieval: each of {model['queries']:,} images a query against all the others"
+        + (f" ({lonely:,} left out: no other image of their class)" if lonely else ""),
+        *_text_table(["", *names], rows),
+    ]
 
 
 def format_calibration(result: dict[str, Any]) -> str:

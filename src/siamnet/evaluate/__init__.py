@@ -55,6 +55,7 @@ from siamnet.evaluate.protocol import (
     default_threshold,
     evaluate_checkpoint,
 )
+from siamnet.evaluate.retrieval import RetrievalResult, retrieval_metrics
 from siamnet.models.embed import embed_images, embedding_batch_size
 
 
@@ -80,6 +81,7 @@ __all__ = [
     "EvaluationData",
     "FewShotResult",
     "PairMetrics",
+    "RetrievalResult",
     "best_accuracy_threshold",
     "calibrate_checkpoint",
     "calibration_data",
@@ -101,6 +103,7 @@ __all__ = [
     "pair_metrics",
     "pair_scores",
     "rank_auc",
+    "retrieval_metrics",
     "scorings_for",
     "threshold_for_far",
     "training_classes",

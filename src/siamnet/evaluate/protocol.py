@@ -27,7 +27,8 @@ from siamnet.evaluate.metrics import (
     verification_pairs,
     verification_report,
 )
-from siamnet.evaluate.pixels import pixel_few_shot_table
+from siamnet.evaluate.pixels import pixel_embeddings, pixel_few_shot_table, pixel_model
+from siamnet.evaluate.retrieval import retrieval_metrics
 from siamnet.models.embed import embed_images
 from siamnet.models.heads import HEADS
 from siamnet.presets import EVAL_EPISODES, EVAL_PAIRS, EVAL_SEED
@@ -123,6 +124,10 @@ def evaluate_checkpoint(
     pixel_rows, _ = pixel_few_shot_table(
         chosen.data, ways=ways, shots=shots, queries=queries, episodes=episodes, seed=seed
     )
+    retrieval = retrieval_metrics(model.head, emb, chosen.data.labels)
+    pixel_retrieval = retrieval_metrics(
+        pixel_model().head, pixel_embeddings(chosen.data.images), chosen.data.labels
+    )
     spec = ckpt.spec
     report = {
         "checkpoint": str(ckpt.path),
@@ -145,6 +150,8 @@ def evaluate_checkpoint(
         "one_shot": [r.to_dict() for r in rows],
         "one_shot_notes": notes,
         "one_shot_pixels": [r.to_dict() for r in pixel_rows],
+        "retrieval": retrieval.to_dict() if retrieval else None,
+        "retrieval_pixels": pixel_retrieval.to_dict() if pixel_retrieval else None,
     }
     return Evaluation(report, chosen, emb, left, right, target, scores)
 
