@@ -25,7 +25,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -220,7 +220,9 @@ def atomic_write_files(
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike[str], keep_others: bool = False) -> Iterator[Path]:
+def atomic_folder(
+    path: str | os.PathLike[str], keep_others: bool = False, drop: Collection[str] = ()
+) -> Iterator[Path]:
     """Yield a new empty folder beside `path`; on success it replaces `path` as a whole.
 
     Where the system can (Linux ``renameat2``), the two folders are exchanged in one step, so
@@ -228,7 +230,8 @@ def atomic_folder(path: str | os.PathLike[str], keep_others: bool = False) -> It
     renamed to ``.NAME.siamnet-PID-XXXXXXXX.old`` and the new one into place; a process killed
     between the two renames leaves `path` missing and the old folder beside it, which
     `siamnet.temps.restore_interrupted_swap` puts back. With `keep_others`, entries of the old
-    folder that the new one lacks (other than temporaries) are carried over.
+    folder that the new one lacks (other than temporaries and the names in `drop`) are carried
+    over.
     """
     target = Path(path)
     if target.name in ("", ".", "..") or target.is_symlink():
@@ -244,7 +247,7 @@ def atomic_folder(path: str | os.PathLike[str], keep_others: bool = False) -> It
         yield tmp
         with reported_as(target):
             if keep_others and target.is_dir():
-                _carry_over(target, tmp)
+                _carry_over(target, tmp, drop)
             os.chmod(tmp, folder_mode())
             _fsync_folder(tmp)
             _swap_in(tmp, target)
@@ -253,11 +256,12 @@ def atomic_folder(path: str | os.PathLike[str], keep_others: bool = False) -> It
         remove_path(tmp)
 
 
-def _carry_over(old: Path, new: Path) -> None:
-    """Link (or copy) into `new` each entry of `old` that `new` lacks, other than temporaries."""
+def _carry_over(old: Path, new: Path, drop: Collection[str] = ()) -> None:
+    """Link (or copy) into `new` each entry of `old` that `new` lacks, other than temporaries
+    and the names in `drop`."""
     for entry in old.iterdir():
         dst = new / entry.name
-        if os.path.lexists(dst) or is_temp_name(entry.name):
+        if os.path.lexists(dst) or is_temp_name(entry.name) or entry.name in drop:
             continue
         if entry.is_symlink():
             os.symlink(os.readlink(entry), dst)

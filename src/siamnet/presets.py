@@ -151,6 +151,23 @@ EVAL_PAIRS, EVAL_EPISODES, EVAL_SEED = 10000, 1000, 0
 #: on SOP, CUB-200 and Cars-196.
 RETRIEVAL_KS = (1, 2, 4, 8)
 
+#: Gallery search (`siamnet index`): ``exact`` (no index, every item scored by the head) and
+#: the FAISS indexes a gallery is built with, saved with it and read back untrained
+#: (`siamnet.gallery.faiss_index`); the methods an index is made for at search time; the
+#: index options' defaults (``nlist`` about √N and ivf-pq's ``m`` depend on the gallery); and
+#: how long a writer of a gallery waits for another before it is refused.
+INDEX_METHODS = ("exact", "flat", "ivf-flat", "ivf-pq", "hnsw")
+SEARCH_METHODS = ("exact", "rerank", "faiss", "faiss-ivf")
+INDEX_DEFAULTS: dict[str, int] = {
+    "nprobe": 8,
+    "nbits": 8,
+    "train_size": 100_000,
+    "hnsw_m": 32,
+    "ef_construction": 64,
+    "ef_search": 64,
+}
+GALLERY_LOCK_WAIT_S = 600.0
+
 PRESETS: dict[str, dict[str, Any]] = {
     "default": DEFAULT,
     "seed": SEED,

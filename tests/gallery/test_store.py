@@ -41,7 +41,8 @@ def test_build_load_and_search_real_images(ckpt, tmp_path):
     assert info["count"] == 20 and info["head"] == "euclidean" and info["dim"] == 84
     assert info["checkpoint"]["sha256"] == checkpoint_identity(ckpt)
     raw = torch.load(tmp_path / "g" / "embeddings.pt", weights_only=True)
-    assert set(raw) == {"embeddings"} and raw["embeddings"].shape == (20, 84)
+    assert set(raw) == {"embeddings", "content"} and raw["embeddings"].shape == (20, 84)
+    assert raw["content"].dtype == torch.uint8 and raw["content"].shape == (20, 16)
     loaded = load_gallery(tmp_path / "g")
     assert torch.equal(loaded.embeddings, built.embeddings) and loaded.files == names
     queries, truth = shape_set(3, seed=102)
@@ -146,7 +147,7 @@ def rewrite_embeddings(folder, payload):
         ),
         ({"dim": [84]}, "field dim: expected a positive whole number, found a list [84]"),
         ({"head": "manhattan"}, "field head: expected one of l1, euclidean, cosine"),
-        ({"format_version": "abc"}, "field format_version: expected a whole number from 1 to 1"),
+        ({"format_version": "abc"}, "field format_version: expected a whole number from 1 to 2"),
         ({"labels": "abcd"}, "field labels: expected a list of labels"),
         ({"files": [1, 2, 3, 4]}, "field files: expected a list of file names"),
         (
@@ -339,7 +340,8 @@ def test_a_kill_while_writing_leaves_the_old_gallery(ckpt, ckpt_path, tmp_path):
     )
     assert result.returncode == -9, result.stderr
     assert {name: (g / name).read_bytes() for name in os.listdir(g)} == before
-    assert len(os.listdir(root)) == 2  # g and the half-written new folder
+    left = sorted(os.listdir(root))  # g, the half-written new folder and the writer's lock
+    assert len(left) == 3 and ".g.siamnet-lock" in left, left
     assert len(load_gallery(g)) == 4
     add_to_gallery(g, ckpt, *new_items(3))
     assert os.listdir(root) == ["g"] and len(load_gallery(g)) == 7

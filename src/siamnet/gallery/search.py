@@ -3,8 +3,11 @@ the gallery it prepared once (`PairHead.prepare`, `PairHead.prepared_scores`), i
 tensor operations (`ExactSearch`): a matrix product for ``euclidean`` and ``cosine`` heads, and
 for the ``l1`` head the weighted L1 distance as two `torch.cdist` calls
 (`siamnet.models.heads.weighted_l1`). `RerankSearch` (``l1`` only) scores a candidate pool by
-the head, and `FaissSearch` uses FAISS (the optional ``faiss`` extra) with a flat (exact) or
-IVF (approximate) index.
+the head; `IndexSearch` searches the gallery's own saved FAISS index (``flat``, ``ivf-flat``,
+``ivf-pq``, ``hnsw``; `siamnet.gallery.faiss_index`), which `make_searcher` uses by default;
+`FaissSearch` builds a flat (exact) or IVF (approximate) FAISS index at search time. Every
+searcher says how it searches (`describe`: the method, and ``nprobe`` or ``ef_search`` for an
+approximate one).
 """
 
 from __future__ import annotations
@@ -17,11 +20,17 @@ from typing import Any
 import torch
 
 from siamnet.errors import ArgumentError, CheckpointError, DataError
+from siamnet.gallery.faiss_index import (
+    INDEX_DEFAULTS,
+    INDEX_METHODS,
+    faiss_metric,
+    import_faiss,
+    search_parameters,
+)
 from siamnet.gallery.store import Gallery
 from siamnet.infer import SCORE_BLOCK
 from siamnet.models.heads import HEADS, PairHead, build_head
-
-SEARCH_METHODS = ("exact", "rerank", "faiss", "faiss-ivf")
+from siamnet.presets import SEARCH_METHODS
 
 
 class ExactSearch:
@@ -53,6 +62,9 @@ class ExactSearch:
         if not idx:
             return torch.zeros(0, k, dtype=torch.int64), torch.zeros(0, k)
         return torch.cat(idx).cpu(), torch.cat(scores).float().cpu()
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": "exact"}
 
 
 class RerankSearch:
@@ -108,6 +120,9 @@ class RerankSearch:
             return torch.zeros(0, k, dtype=torch.int64), torch.zeros(0, k)
         return torch.cat(idx).cpu(), torch.cat(scores).float().cpu()
 
+    def describe(self) -> dict[str, Any]:
+        return {"method": "rerank"}
+
 
 class FaissSearch:
     """FAISS search (the optional ``faiss`` extra), on CPU.
@@ -134,9 +149,8 @@ class FaissSearch:
         self.head = head
         self.kind = index
         g = embeddings.detach().float().cpu()
-        metrics = {"l1": faiss.METRIC_L1, "l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
         vectors = head.search_vectors(g)  # raises for a head FAISS cannot index
-        metric = metrics[head.faiss_metric]
+        metric = faiss_metric(faiss, head.faiss_metric)
         x = vectors.contiguous().numpy()
         d = x.shape[1]
         if index == "flat":
@@ -176,16 +190,75 @@ class FaissSearch:
         scores = self.head.faiss_to_score(values)
         return ids, scores.masked_fill(ids < 0, float("-inf"))
 
+    def describe(self) -> dict[str, Any]:
+        if self.kind == "ivf":
+            return {"method": "faiss-ivf", "nprobe": int(self.index.nprobe)}
+        return {"method": "faiss"}
 
-def import_faiss() -> Any:
-    """The faiss module, or a clear error saying how to install it."""
-    try:
-        import faiss
-    except ImportError as exc:
-        raise ArgumentError(
-            "FAISS search needs the faiss package: pip install 'siamnet[faiss]' (faiss-cpu)"
-        ) from exc
-    return faiss
+
+class IndexSearch:
+    """Search with a gallery's own saved FAISS index, as it was trained (never retrained):
+    ``nprobe`` cells per query (IVF) or ``ef_search`` candidates (HNSW), by default those
+    recorded with the index. For the ``l1`` head the index proposes candidates (as in
+    `RerankSearch`) and the head scores them."""
+
+    def __init__(
+        self,
+        gallery: Gallery,
+        head: PairHead,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> None:
+        check_search_options(
+            nprobe=1 if nprobe is None else nprobe, ef_search=1 if ef_search is None else ef_search
+        )
+        if gallery.index is None or gallery.index_record is None:
+            raise ArgumentError(f"{gallery.path}: the gallery has no FAISS index (exact search)")
+        self.head = head
+        self.index = gallery.index
+        self.method = gallery.method
+        record = gallery.index_record
+        self.nprobe = self.ef_search = None
+        if self.method in ("ivf-flat", "ivf-pq"):
+            self.nprobe = nprobe or record.get("nprobe") or INDEX_DEFAULTS["nprobe"]
+        elif self.method == "hnsw":
+            self.ef_search = ef_search or record.get("ef_search") or INDEX_DEFAULTS["ef_search"]
+        self.params = search_parameters(self.index, self.nprobe, self.ef_search)
+        self.rerank = (
+            RerankSearch(gallery.embeddings, head, candidates=self._candidates)
+            if head.faiss_metric == "l1"
+            else None
+        )
+
+    def _raw(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.head.search_vectors(q.detach().float().cpu()).contiguous().numpy()
+        values, ids = self.index.search(x, k, params=self.params)
+        return torch.from_numpy(values), torch.from_numpy(ids)
+
+    def _candidates(self, q: torch.Tensor, pool: int) -> torch.Tensor:
+        return self._raw(q, pool)[1]
+
+    @torch.no_grad()
+    def search(self, queries: torch.Tensor, top_k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries ``[Q, D]`` -> indices ``[Q, k]`` (-1 where an approximate search found fewer
+        than k) and scores ``[Q, k]``, best first."""
+        if self.rerank is not None:
+            return self.rerank.search(queries, top_k)
+        values, ids = self._raw(queries, _clamp_k(top_k, self.index.ntotal))
+        scores = self.head.faiss_to_score(values)
+        return ids, scores.masked_fill(ids < 0, float("-inf"))
+
+    def describe(self) -> dict[str, Any]:
+        """The method, and ``nprobe`` (IVF) or ``ef_search`` (HNSW)."""
+        out: dict[str, Any] = {"method": self.method}
+        if self.nprobe is not None:
+            out["nprobe"] = int(self.nprobe)
+        if self.ef_search is not None:
+            out["ef_search"] = int(self.ef_search)
+        return out
+
+
+Searcher = ExactSearch | RerankSearch | FaissSearch | IndexSearch
 
 
 def head_for(gallery: Gallery, head: PairHead | None = None) -> PairHead:
@@ -206,10 +279,17 @@ def head_for(gallery: Gallery, head: PairHead | None = None) -> PairHead:
 
 
 def make_searcher(
-    gallery: Gallery, head: PairHead | None = None, method: str = "exact", **options: Any
-) -> ExactSearch | RerankSearch | FaissSearch:
-    """A searcher over `gallery` by `method` (``exact``, ``rerank``, ``faiss``, ``faiss-ivf``)."""
+    gallery: Gallery, head: PairHead | None = None, method: str | None = None, **options: Any
+) -> Searcher:
+    """A searcher over `gallery`: by default (`method` None) the gallery's own method, its
+    saved FAISS index as it is (options ``nprobe``, ``ef_search``) or exact search; else
+    ``exact``, ``rerank``, or ``faiss`` / ``faiss-ivf`` (an index made now), or the name of the
+    gallery's own index method."""
     h = head_for(gallery, head)
+    if method is None or (method == gallery.method and method != "exact"):
+        if gallery.index is not None:
+            return IndexSearch(gallery, h, **options)
+        method = "exact"
     if method == "exact":
         return ExactSearch(gallery.embeddings, h, **options)
     if method == "rerank":
@@ -218,7 +298,14 @@ def make_searcher(
         return FaissSearch(gallery.embeddings, h, index="flat", **options)
     if method == "faiss-ivf":
         return FaissSearch(gallery.embeddings, h, index="ivf", **options)
-    raise ArgumentError(f"search method {method!r}: expected one of {', '.join(SEARCH_METHODS)}")
+    if method in INDEX_METHODS:
+        raise ArgumentError(
+            f"{gallery.path}: search method {method!r}: the gallery has no {method} index (its "
+            f"method is {gallery.method}); build it with 'siamnet index build --method {method}'"
+        )
+    raise ArgumentError(
+        f"search method {method!r}: expected one of {', '.join(SEARCH_METHODS + INDEX_METHODS)}"
+    )
 
 
 def search(
@@ -226,11 +313,12 @@ def search(
     queries: torch.Tensor,
     top_k: int = 5,
     head: PairHead | None = None,
-    method: str = "exact",
+    method: str | None = None,
     **options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k gallery items of each query embedding ``[Q, D]``: indices int64 ``[Q, k]`` and
-    user-facing scores ``[Q, k]``, best first. `head` is the model's (required for ``l1``)."""
+    user-facing scores ``[Q, k]``, best first, by the gallery's own method unless `method`
+    (see `make_searcher`). `head` is the model's (required for ``l1``)."""
     if queries.dim() != 2 or queries.shape[1] != gallery.dim:
         raise DataError(f"query embeddings: expected [Q, {gallery.dim}], got {list(queries.shape)}")
     return make_searcher(gallery, head, method, **options).search(queries, top_k)
@@ -282,13 +370,15 @@ def shown_name(name: str | os.PathLike[str]) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def check_search_options(top_k: int = 1, nprobe: int = 1) -> None:
-    """``--top-k`` (items per query) and ``--nprobe`` (IVF cells visited per query) must be at
-    least 1."""
+def check_search_options(top_k: int = 1, nprobe: int = 1, ef_search: int = 1) -> None:
+    """``--top-k`` (items per query), ``--nprobe`` (IVF cells visited per query) and
+    ``--ef-search`` (HNSW candidates kept per query) must be at least 1."""
     if top_k < 1:
         raise ArgumentError(f"--top-k {top_k}: expected a positive number")
     if nprobe < 1:
         raise ArgumentError(f"--nprobe {nprobe}: expected at least 1 cell visited per query")
+    if ef_search < 1:
+        raise ArgumentError(f"--ef-search {ef_search}: expected at least 1 candidate per query")
 
 
 def _clamp_k(top_k: int, count: int) -> int:

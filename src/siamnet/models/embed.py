@@ -1,12 +1,18 @@
-"""Embedding many images with a model, in batches sized for the device."""
+"""Embedding many images with a model, in batches sized for the device; `embed_chunks` and
+`embed_files` embed a stream of images chunk by chunk, so that memory is bounded by one chunk
+rather than by the number of images."""
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import torch
 
 from siamnet.errors import ArgumentError
+from siamnet.images import read_images
 from siamnet.models.siamese import SiameseNet
 from siamnet.progress import progress
 
@@ -64,3 +70,51 @@ def embed_images(
     ]
     model.train(was_training)
     return torch.cat(chunks) if chunks else torch.zeros(0, 0, device=device)
+
+
+#: Bytes of uint8 images read and embedded at a time by a streamed embedding (32 MiB).
+CHUNK_BYTES = 2**25
+
+
+def chunk_length(image_shape: Sequence[int], batch_size: int = 1) -> int:
+    """Images ``[C, H, W]`` per chunk of a streamed embedding: `CHUNK_BYTES` of them, rounded
+    down to whole batches of `batch_size` (at least one batch)."""
+    per_image = max(1, math.prod(image_shape))
+    batches = max(1, CHUNK_BYTES // (per_image * max(1, batch_size)))
+    return batches * max(1, batch_size)
+
+
+@torch.no_grad()
+def embed_chunks(
+    model: SiameseNet,
+    chunks: Iterable[torch.Tensor],
+    batch_size: int | None = None,
+    device: torch.device | None = None,
+) -> Iterator[torch.Tensor]:
+    """Embeddings float32 ``[n, D]`` (on the CPU) of each uint8 chunk ``[n, C, H, W]`` of
+    `chunks`, yielded as each chunk is read: only one chunk of images is held at a time."""
+    for chunk in chunks:
+        if len(chunk):
+            yield embed_images(model, chunk, batch_size=batch_size, device=device).float().cpu()
+        else:
+            yield torch.zeros(0, 0)
+
+
+def embed_files(
+    model: SiameseNet,
+    paths: Sequence[str | os.PathLike[str]],
+    channels: int,
+    size: tuple[int, int],
+    invert: bool = False,
+    chunk: int | None = None,
+    batch_size: int | None = None,
+    device: torch.device | None = None,
+) -> Iterator[tuple[torch.Tensor, list[Path], list[tuple[Path, str]]]]:
+    """Image files read (`siamnet.images.read_images`) and embedded `chunk` at a time
+    (default: `chunk_length`): for each chunk, embeddings float32 ``[n, D]`` (CPU) of the files
+    that could be read, their paths, and ``(path, message)`` for those that could not."""
+    step = chunk or chunk_length((channels, *size), batch_size or 1)
+    for i in range(0, len(paths), step):
+        images, ok, failures = read_images(paths[i : i + step], channels, size, invert)
+        (embeddings,) = embed_chunks(model, [images], batch_size, device)
+        yield embeddings, ok, failures
