@@ -146,7 +146,8 @@ BAD_CHECKPOINTS = {
     "unknown model": (
         spec_change(model="vgg"),
         "field metadata.model_spec.model: expected one of seed-cnn, koch, conv4, conv4-map, "
-        'resnet18, resnet18-imagenet or a package.module:Class name, found a string "vgg"',
+        "conv4-pool, resnet18, resnet18-imagenet or a timm:NAME or package.module:Class name, "
+        'found a string "vgg"',
     ),
     "unknown spec field": (
         spec_change(depth=3),

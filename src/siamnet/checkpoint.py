@@ -372,7 +372,7 @@ def _build(path: Path, spec: dict[str, Any]) -> SiameseNet:
     if not is_backbone_name(spec["model"]):
         raise CheckpointError(
             f"{path}: field metadata.model_spec.model: expected one of {', '.join(BACKBONES)} "
-            f"or a package.module:Class name, found {describe(spec['model'])}"
+            f"or a timm:NAME or package.module:Class name, found {describe(spec['model'])}"
         )
     try:
         with torch.device("meta"):

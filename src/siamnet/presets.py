@@ -119,11 +119,47 @@ RUN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
     "workers": 0,
+    "loader_workers": 2,
+    "cache": "auto",
     "amp": "auto",
     "memory_format": "auto",
+    "freeze_bn": False,
     "out": "runs/default",
     "log": "none",
+    # test-time centring on the mean training embedding (SimpleShot's CL2N): the mean is
+    # stored in every checkpoint either way, so `evaluate --centring on|off` measures both;
+    # off until the recipe comparison has measured it
+    "centring": "off",
 }
+
+#: ``--backbone-lr-factor`` when none is given: the backbone's learning rate as a multiple of
+#: ``--lr`` (the head, the temperature and the proxies keep ``--lr``/``--proxy-lr``). A
+#: pretrained backbone (``--pretrained``) is fine-tuned at a tenth of the rate, the usual
+#: practice for ImageNet features, so that the first steps of a fresh head do not wreck them;
+#: a backbone trained from scratch learns at the full rate.
+BACKBONE_LR_FACTOR = 1.0
+PRETRAINED_BACKBONE_LR_FACTOR = 0.1
+
+#: Photographs (`is_photo`): images in colour, or with a shorter side above `PHOTO_MIN_SIDE`
+#: pixels. On them the default recipe's conv4-map diverged: its embedding grows with the image
+#: (4,096-d at 64 px) and so do squared distances between embeddings; on 64-px colour photos
+#: the loss was 122 in the first epoch and one-shot accuracy stayed at chance. There, unless
+#: ``--model`` is given, the default recipe trains `PHOTO_MODEL` (576-d whatever the image
+#: size) on unit-length embeddings, whose squared distances lie in [0, 4], with the softmax
+#: temperature starting at `PHOTO_TEMPERATURE` (logits ``-d²/T``: 16 × the cosine, plus a
+#: constant, as normsoftmax's scale) and learned from there. ``--photo`` asks for unit-length
+#: embeddings and that temperature with any model, ``--no-photo`` for neither. 28-px grey
+#: images (digits, glyphs) keep the recipe as it was measured.
+PHOTO_MIN_SIDE = 32
+PHOTO_MODEL = "conv4-pool"
+PHOTO_TEMPERATURE = 0.125
+
+
+def is_photo(channels: int, image_size: tuple[int, int]) -> bool:
+    """Whether images of `channels` and ``(H, W)`` are trained as photographs (see
+    `PHOTO_MIN_SIDE`): colour, or a shorter side above `PHOTO_MIN_SIDE` pixels."""
+    return channels != 1 or min(image_size) > PHOTO_MIN_SIDE
+
 
 #: ``--proxy-lr`` when none is given, as a multiple of ``--lr``: class proxies move faster
 #: than the network, as pytorch-metric-learning advises for its proxy losses.
@@ -133,7 +169,7 @@ PROXY_LR_FACTOR = 10.0
 #: `TrainConfig.validate`). Backbones and objectives come from their registries instead.
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("sgd", "adam", "adamw"),
-    "augment": ("none", "affine"),
+    "augment": ("none", "affine", "photo"),
     "normalize": ("raw", "unit", "standard"),
     "pairs": ("sampled", "batch"),
     "mining": ("semihard", "hard"),
@@ -141,7 +177,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "amp": ("auto", "off", "bf16", "fp16"),
     "memory_format": ("auto", "channels-last", "contiguous"),
     "log": ("none", "tensorboard"),
+    "centring": ("on", "off"),
+    "cache": ("auto", "on", "off"),
 }
+
+#: ``--cache auto`` holds a folder's images decoded in memory (at the training size) when they
+#: take at most this many GiB and at most `CACHE_MEMORY_FRACTION` of the memory available;
+#: larger folders are read from disk per batch (by ``--loader-workers`` processes).
+CACHE_LIMIT_GB = 2.0
+CACHE_MEMORY_FRACTION = 0.5
+#: A folder of images of several sizes is fitted, when no ``--image-size`` is given, to a
+#: square of the median of their shorter sides, at most this many pixels a side.
+FOLDER_SIDE_CAP = 224
 
 #: The evaluation protocol's defaults (`siamnet evaluate`): fixed verification pairs, episodes
 #: per N and K, and their seed. Training's final summary draws the same pairs and episodes, so

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 from pathlib import Path
@@ -89,7 +88,10 @@ def test_imagenet_normalization_for_grey_and_colour():
 
 @pytest.mark.parametrize(
     ("model", "expected"),
-    [("conv4", "ImageNet weights exist for resnet18, not conv4"), ("resnet18", "--pretrained")],
+    [
+        ("conv4", "weights exist for resnet18 (ImageNet) and timm:NAME models, not conv4"),
+        ("resnet18", "--pretrained"),
+    ],
 )
 def test_cli_refusals_are_one_line(tmp_path, model, expected):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}
@@ -105,7 +107,6 @@ def test_cli_refusals_are_one_line(tmp_path, model, expected):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="needs torchvision")
 def test_the_imagenet_layout_takes_the_adapted_weights(tmp_path):
     from torchvision.models import resnet18
 

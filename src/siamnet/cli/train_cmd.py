@@ -15,7 +15,7 @@ from siamnet.cli.common import (
     parse_name_list,
     print_json,
 )
-from siamnet.presets import CHOICES, PRESETS, RUN_DEFAULTS
+from siamnet.presets import CACHE_LIMIT_GB, CHOICES, PRESETS, RUN_DEFAULTS
 
 
 class RegistryNames:
@@ -37,7 +37,18 @@ class RegistryNames:
         return iter(self.names())
 
 
-BACKBONE_NAMES = RegistryNames("siamnet.models.backbones", "BACKBONES")
+class BackboneNames(RegistryNames):
+    """The registered backbones, and any ``timm:NAME`` (checked against timm's registry by
+    `TrainConfig.validate`)."""
+
+    def __contains__(self, name: object) -> bool:
+        return (isinstance(name, str) and name.startswith("timm:")) or super().__contains__(name)
+
+    def __iter__(self):
+        return iter([*self.names(), "timm:NAME"])
+
+
+BACKBONE_NAMES = BackboneNames("siamnet.models.backbones", "BACKBONES")
 OBJECTIVE_NAMES = RegistryNames("siamnet.objectives", "OBJECTIVES")
 
 
@@ -88,8 +99,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="?",
         const="imagenet",
         metavar="PATH",
-        help="resnet18 only: start from torchvision's ImageNet weights, read from torch's hub "
-        "cache (never downloaded) or from PATH; inputs get ImageNet's normalisation",
+        help="resnet18: start from torchvision's ImageNet weights; timm:NAME: from the weights "
+        "timm publishes for NAME; read from the local Hugging Face or torch hub cache (never "
+        "downloaded) or from PATH (a .safetensors file or a torch state dict); inputs get the "
+        "weights' normalisation",
+    )
+    m.add_argument(
+        "--backbone-lr-factor",
+        type=float,
+        metavar="F",
+        help="the backbone learns at F × --lr, the head and temperature at --lr (default: 0.1 "
+        "with --pretrained, else 1)",
+    )
+    m.add_argument(
+        "--freeze-bn",
+        action=argparse.BooleanOptionalAction,
+        help="keep the backbone's batch-norm statistics as they are (pretrained ones) and "
+        f"normalise with them in training too {default_of('freeze_bn')}",
+    )
+    m.add_argument(
+        "--photo",
+        action=argparse.BooleanOptionalAction,
+        help="unit-length embeddings, softmax temperature starting at 1/8 (by default on for "
+        "colour images or images over 32 px, where the default recipe also trains conv4-pool "
+        "in place of conv4-map; see siamnet/presets.py)",
     )
     m.add_argument(
         "--loss",
@@ -160,6 +193,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=CHOICES["normalize"],
         help="input scaling: raw 0..255, unit 0..1, standard per-channel mean/std",
     )
+    m.add_argument(
+        "--centring",
+        choices=CHOICES["centring"],
+        help="test-time centring: embeddings minus the mean training embedding (computed once "
+        "when training ends and stored in the checkpoint), scaled to unit length, in every "
+        "command and export; not with the learned-weight l1 head (bce) "
+        f"{default_of('centring')}",
+    )
     o = p.add_argument_group("optimisation")
     o.add_argument(
         "--epochs",
@@ -192,7 +233,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     o.add_argument(
         "--augment",
         choices=CHOICES["augment"],
-        help="random affine distortions on the device (Koch et al.)",
+        help="affine: random affine distortions on the device (Koch et al.); photo: random "
+        "resized crop, horizontal flip and colour jitter, per image, on the device",
     )
     o.add_argument(
         "--patience",
@@ -222,7 +264,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume",
         metavar="RUN_DIR",
         help="continue a stopped run from last.pt with its own arguments (only --epochs, "
-        "--time-budget, --patience, --device, --workers and --quiet may be given anew)",
+        "--time-budget, --patience, --device, --workers, --loader-workers, --cache and --quiet "
+        "may be given anew)",
     )
     r.add_argument("--seed", type=int, help=default_of("seed"))
     r.add_argument("--device", help=f"auto, cpu, cuda, cuda:N or mps {default_of('device')}")
@@ -230,8 +273,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         help="CPU threads for computation (0: PyTorch's default); batches are drawn "
-        f"on tensors in the training process, so no loader workers are needed "
+        "on tensors in the training process (see --loader-workers for images read from disk) "
         f"{default_of('workers')}",
+    )
+    r.add_argument(
+        "--loader-workers",
+        type=int,
+        metavar="N",
+        help="processes that decode the images of each batch when a folder is read from disk "
+        "(--cache); the batches are drawn in the training process, so the run is the same "
+        f"with any number (0: decode in the training process) {default_of('loader_workers')}",
+    )
+    r.add_argument(
+        "--cache",
+        choices=CHOICES["cache"],
+        help="hold a folder's images decoded in memory at the training size (on), read them "
+        "from disk per batch (off), or hold them when they fit (auto: at most "
+        f"{CACHE_LIMIT_GB:g} GB and half the available memory) {default_of('cache')}",
     )
     r.add_argument(
         "--amp",
@@ -279,6 +337,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The summary's line on test-time centring, by the model's centring state.
+CENTRING_LINES = {
+    "on": "centring: on (embeddings minus the mean training embedding, at unit length, in "
+    "every command and export; the figures above are centred)",
+    "off": "centring: off (the mean training embedding is stored: siamnet evaluate {run} "
+    "--centring on measures it)",
+    "none": "centring: not applicable (the head learned its weights on uncentred embeddings)",
+}
+
+
 def format_summary(s: dict) -> str:
     lines = [
         f"run: {s['run']} (best epoch {s['best_epoch']} of {s['epochs_run']}, stopped by "
@@ -310,6 +378,8 @@ def format_summary(s: dict) -> str:
         f"threshold: {s['threshold']:.4f} (best accuracy on validation pairs of "
         f"{s['threshold_tuned_on']})"
     )
+    if s.get("centring") in CENTRING_LINES:
+        lines.append(CENTRING_LINES[s["centring"]].format(run=s["run"]))
     if "unseen_far" in s:
         lines.append(
             f"at this threshold on unseen classes: false accepts {s['unseen_far']:.3f}, "

@@ -150,6 +150,28 @@ def conv4_map(in_channels: int = 1, image_size: tuple[int, int] = (28, 28)) -> n
     return Conv4(in_channels, image_size, pools=3)
 
 
+class Conv4Pooled(nn.Module):
+    """Conv-4 with three max-pools (as ``conv4-map``), its last map average-pooled to 3×3:
+    a 576-d embedding whatever the input size. At 28×28 the map already is 3×3, so it computes
+    what ``conv4-map`` computes; on larger images (64 px: an 8×8 map, 4,096-d for conv4-map)
+    the embedding keeps its size, and with it the scale of the distances between embeddings.
+    The backbone of the default recipe on photographs (`siamnet.presets.is_photo`)."""
+
+    def __init__(self, in_channels: int = 3, image_size: tuple[int, int] = (64, 64)) -> None:
+        super().__init__()
+        self.features = Conv4(in_channels, image_size, pools=3).features
+        self.pool = nn.AdaptiveAvgPool2d(POOLED_MAP)
+        self.out_dim = 64 * POOLED_MAP[0] * POOLED_MAP[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` (H, W >= 8) -> ``[B, 576]``."""
+        return self.pool(self.features(x)).flatten(1)
+
+
+#: The map `Conv4Pooled` pools to: conv4-map's at 28×28.
+POOLED_MAP = (3, 3)
+
+
 def resnet18(in_channels: int = 1, image_size: tuple[int, int] = (28, 28)) -> nn.Module:
     """torchvision's ResNet-18 (untrained) with a first convolution for `in_channels` and
     the classifier removed: 512-d embeddings. Needs the optional ``vision`` extra."""
@@ -197,6 +219,7 @@ BACKBONES: dict[str, Callable[[int, tuple[int, int]], nn.Module]] = {
     "koch": KochNet,
     "conv4": Conv4,
     "conv4-map": conv4_map,
+    "conv4-pool": Conv4Pooled,
     "resnet18": resnet18,
     "resnet18-imagenet": resnet18_imagenet,
 }
@@ -212,23 +235,103 @@ def register_backbone(
 
 
 def is_backbone_name(name: str) -> bool:
-    """A registered backbone, or a class named ``package.module:Class`` (how a checkpoint
-    records a backbone given as a module through the Python API)."""
+    """A registered backbone, a timm model (``timm:NAME``), or a class named
+    ``package.module:Class`` (how a checkpoint records a backbone given as a module through
+    the Python API)."""
     return name in BACKBONES or (":" in name and not name.startswith(":"))
+
+
+#: The prefix of a timm model's name: ``--model timm:resnet18`` (any name of
+#: ``timm.list_models()``, with or without a pretrained tag such as ``resnet18.a1_in1k``).
+TIMM_PREFIX = "timm:"
+
+
+def is_timm_name(name: object) -> bool:
+    """Whether `name` names a timm model (``timm:NAME``)."""
+    return isinstance(name, str) and name.startswith(TIMM_PREFIX)
+
+
+def import_timm(name: str) -> Any:
+    """The timm package, or a one-line `ArgumentError` naming the extra that installs it."""
+    try:
+        import timm
+    except ImportError as exc:
+        raise ArgumentError(
+            f"--model {name}: timm models need timm: pip install 'siamnet[vision]'"
+        ) from exc
+    return timm
+
+
+def check_timm_name(name: str) -> str:
+    """The timm model name inside ``timm:NAME``, checked against timm's registry (one line
+    naming how to list the models otherwise); imports timm, builds nothing."""
+    timm = import_timm(name)
+    model = name[len(TIMM_PREFIX) :]
+    if not model or not timm.is_model(model):
+        raise ArgumentError(
+            f"--model {name}: timm has no model {model!r} (list them with: python -c "
+            f"\"import timm; print(timm.list_models('*{model.split('.')[0][:12]}*'))\")"
+        )
+    return model
+
+
+def timm_pretrained_cfg(name: str) -> dict[str, Any]:
+    """The pretrained configuration timm holds for ``timm:NAME`` (input size, mean, std, where
+    its weights are published), as a plain dict; builds nothing."""
+    timm = import_timm(name)
+    model = check_timm_name(name)
+    cfg = timm.models.get_pretrained_cfg(model, allow_unregistered=True)
+    return cfg.to_dict() if cfg is not None else {}
+
+
+def timm_backbone(
+    name: str,
+    in_channels: int,
+    image_size: tuple[int, int],
+    weights_file: str | None = None,
+) -> nn.Module:
+    """``timm.create_model(NAME, num_classes=0, in_chans=in_channels)``: a timm model without
+    its classifier (pooled features ``[B, D]``). Models with a fixed input size (vision
+    transformers) are built for `image_size`. With `weights_file`, timm loads it as the
+    model's pretrained weights (classifier dropped, first layer adapted to `in_channels`);
+    see `siamnet.models.pretrained.load_timm_pretrained`, which checks that they fit."""
+    timm = import_timm(name)
+    model = check_timm_name(name)
+    kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": in_channels}
+    if timm_pretrained_cfg(name).get("fixed_input_size"):
+        kwargs["img_size"] = tuple(image_size)
+    if weights_file is not None:
+        kwargs["pretrained"] = True
+        kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
+    try:
+        net = timm.create_model(model, **kwargs)
+    except (TypeError, ValueError, AssertionError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ArgumentError(
+            f"--model {name}: timm cannot build it for {in_channels} channel(s) at "
+            f"{image_size[0]}×{image_size[1]} ({reason})"
+        ) from exc
+    return net
 
 
 def build_backbone(name: str, in_channels: int, image_size: tuple[int, int]) -> nn.Module:
     """A backbone by name, for `in_channels` and ``image_size = (H, W)``; has ``out_dim``.
+
+    ``timm:NAME`` builds a timm model without its classifier (`timm_backbone`, untrained).
 
     A ``package.module:Class`` name (one's own module, recorded by a checkpoint) is imported
     and built with no arguments; a class that needs arguments, or lives in a notebook or
     script, must be registered (`register_backbone`) before its checkpoint is loaded."""
     if name in BACKBONES:
         net = BACKBONES[name](in_channels, tuple(image_size))
+    elif is_timm_name(name):
+        net = timm_backbone(name, in_channels, tuple(image_size))
     elif is_backbone_name(name):
         net = _build_own_class(name)
     else:
-        raise ArgumentError(f"--model {name!r}: expected one of {', '.join(BACKBONES)}")
+        raise ArgumentError(
+            f"--model {name!r}: expected one of {', '.join(BACKBONES)} or timm:NAME"
+        )
     return with_out_dim(net, in_channels, image_size)
 
 

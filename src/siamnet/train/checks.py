@@ -34,6 +34,7 @@ INTEGER_MINIMUMS: dict[str, int] = {
     "momentum_ramp_epochs": 0,
     "seed": 0,
     "workers": 0,
+    "loader_workers": 0,
 }
 
 #: ``(field, low, high, low included, high included)`` of the real-valued arguments.
@@ -45,6 +46,7 @@ REAL_RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "margin": (0.0, math.inf, False, False),
     "scale": (0.0, math.inf, False, False),
     "proxy_lr": (0.0, math.inf, False, False),
+    "backbone_lr_factor": (0.0, math.inf, True, False),
     "time_budget": (0.0, math.inf, True, False),
     "eval_fraction": (0.0, 1.0, False, False),
     "val_fraction": (0.0, 1.0, False, False),
@@ -82,14 +84,18 @@ def check_names(cfg: TrainConfig) -> None:
     """``--preset``, ``--model``, ``--loss``, ``--schedule`` and the fixed vocabularies."""
     from torch import nn
 
-    from siamnet.models.backbones import BACKBONES
+    from siamnet.models.backbones import BACKBONES, check_timm_name, is_timm_name
     from siamnet.objectives import OBJECTIVES
     from siamnet.train.optim import lr_factor
 
     if cfg.preset is not None and cfg.preset not in PRESETS:
         raise ArgumentError(f"--preset {cfg.preset!r}: expected one of {', '.join(PRESETS)}")
-    if not isinstance(cfg.model, nn.Module) and cfg.model not in BACKBONES:
-        raise ArgumentError(f"--model {cfg.model!r}: expected one of {', '.join(BACKBONES)}")
+    if is_timm_name(cfg.model):
+        check_timm_name(cfg.model)
+    elif not isinstance(cfg.model, nn.Module) and cfg.model not in BACKBONES:
+        raise ArgumentError(
+            f"--model {cfg.model!r}: expected one of {', '.join(BACKBONES)} or timm:NAME"
+        )
     if cfg.loss not in OBJECTIVES:
         raise ArgumentError(f"--loss {cfg.loss!r}: expected one of {', '.join(OBJECTIVES)}")
     for name, allowed in CHOICES.items():
@@ -103,8 +109,24 @@ def check_names(cfg: TrainConfig) -> None:
         raise ArgumentError(f"--schedule {cfg.schedule}: GAMMA must be a positive number")
     if cfg.rotate_classes not in (True, False, "auto"):
         raise ArgumentError(f"--rotate-classes {cfg.rotate_classes!r}: expected on or off")
-    if cfg.pretrained and cfg.model != "resnet18":
-        raise ArgumentError(f"--pretrained: ImageNet weights exist for resnet18, not {cfg.model}")
+    if cfg.centring == "on":
+        from siamnet.models.heads import HEADS
+
+        head = OBJECTIVES[cfg.loss].head
+        if HEADS[head].has_weights:
+            raise ArgumentError(
+                f"--centring on: the {head} head of --loss {cfg.loss} learned its weights on "
+                "uncentred embeddings; centring is for distance heads (euclidean, cosine)"
+            )
+    if cfg.pretrained and cfg.model != "resnet18" and not is_timm_name(cfg.model):
+        raise ArgumentError(
+            f"--pretrained: weights exist for resnet18 (ImageNet) and timm:NAME models, not "
+            f"{cfg.model}"
+        )
+    for name in ("freeze_bn", "photo"):
+        value = getattr(cfg, name)
+        if value not in (True, False) and not (name == "photo" and value == "auto"):
+            raise ArgumentError(f"{flag(name)} {value!r}: expected on or off")
 
 
 def check_integer(name: str, value: Any, low: int) -> None:

@@ -11,8 +11,15 @@ from typing import Any
 
 from siamnet.data.sources.builtin import DEFAULT_DATA, DEFAULT_HELD_OUT_CLASSES
 from siamnet.errors import ArgumentError, SiamnetError
+from siamnet.models.backbones import is_timm_name
 from siamnet.objectives import OBJECTIVES
-from siamnet.presets import PROXY_LR_FACTOR, RUN_DEFAULTS, preset_values
+from siamnet.presets import (
+    BACKBONE_LR_FACTOR,
+    PRETRAINED_BACKBONE_LR_FACTOR,
+    PROXY_LR_FACTOR,
+    RUN_DEFAULTS,
+    preset_values,
+)
 
 
 class TrainingError(SiamnetError):
@@ -59,6 +66,9 @@ class TrainConfig:
     rotate_classes: bool | str | None = None
     koch_init: bool | None = None
     pretrained: str | None = None
+    backbone_lr_factor: float | None = None
+    freeze_bn: bool | None = None
+    photo: bool | str | None = None
     val_fraction: float | None = None
     val_classes_fraction: float | None = None
     val_pairs: int | None = None
@@ -69,11 +79,14 @@ class TrainConfig:
     seed: int | None = None
     device: str | None = None
     workers: int | None = None
+    loader_workers: int | None = None
+    cache: str | None = None
     amp: str | None = None
     compile: bool = False
     memory_format: str | None = None
     out: str | None = None
     log: str | None = None
+    centring: str | None = None
     overwrite: bool = False
     resume: str | None = None
     quiet: bool = False
@@ -98,6 +111,18 @@ class TrainConfig:
                 objective and objective.rotate_classes_by_default
             )
             out.rotate_classes = "auto" if rotates else False
+        if out.photo is None:
+            # the default recipe's own model on photographs (decided by build_training_model
+            # once the data is read: siamnet.presets.is_photo)
+            out.photo = "auto" if self.model is None and self.preset in (None, "default") else False
+        if out.backbone_lr_factor is None:
+            out.backbone_lr_factor = (
+                PRETRAINED_BACKBONE_LR_FACTOR if out.pretrained else BACKBONE_LR_FACTOR
+            )
+        if out.image_size is None and is_timm_name(out.model):
+            from siamnet.models.pretrained import timm_input_size
+
+            out.image_size = timm_input_size(out.model)  # the size its weights were trained at
         if out.margin is None:
             out.margin = objective.default_margin if objective else 0.2
         if out.scale is None and objective is not None:

@@ -12,6 +12,8 @@ from siamnet.data.in_memory import as_dataset
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.splits import split_by_class, split_by_example
 from siamnet.errors import ArgumentError
+from siamnet.models.backbones import is_timm_name
+from siamnet.models.pretrained import timm_normalization
 from siamnet.train.config import TrainConfig
 
 
@@ -83,8 +85,11 @@ def _concat(a: LabeledImages, b: LabeledImages) -> LabeledImages:
 
 
 def normalization_for(cfg: TrainConfig, train: LabeledImages) -> dict[str, Any]:
-    """``raw`` (0..255, the post), ``unit`` (0..1) or ``standard`` (per-channel mean/std)."""
+    """``raw`` (0..255, the post), ``unit`` (0..1) or ``standard`` (per-channel mean/std); a
+    timm model (``timm:NAME``) takes the mean and std of its pretrained configuration."""
     c = train.channels
+    if is_timm_name(cfg.model):
+        return timm_normalization(cfg.model, c)
     if cfg.normalize == "raw":
         return {"scale": 1.0, "mean": [0.0] * c, "std": [1.0] * c}
     if cfg.normalize == "unit":

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import types
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from siamnet.errors import ArgumentError
-from siamnet.models.backbones import KochNet
+from siamnet.models.backbones import KochNet, is_timm_name
 from siamnet.models.pretrained import (
     find_resnet18_weights,
+    find_timm_weights,
     imagenet_normalization,
     load_resnet18_weights,
+    load_timm_pretrained,
 )
 from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
 from siamnet.objectives import Objective, ObjectiveSettings, get_objective
+from siamnet.presets import PHOTO_MODEL, PHOTO_TEMPERATURE, is_photo
 from siamnet.train.config import TrainConfig, backbone_name
 from siamnet.train.data import TrainData, normalization_for
 
@@ -26,9 +31,33 @@ def pretrained_weights(cfg: TrainConfig) -> Path | None:
     run has its own weights); refused in one line before anything is written."""
     if not cfg.pretrained or cfg.resume:
         return None
+    where = None if cfg.pretrained == "imagenet" else cfg.pretrained
+    if is_timm_name(cfg.model):
+        return find_timm_weights(cfg.model, where)
     if cfg.model != "resnet18":
-        raise ArgumentError(f"--pretrained: ImageNet weights exist for resnet18, not {cfg.model}")
-    return find_resnet18_weights(None if cfg.pretrained == "imagenet" else cfg.pretrained)
+        raise ArgumentError(
+            f"--pretrained: weights exist for resnet18 (ImageNet) and timm:NAME models, not "
+            f"{cfg.model}"
+        )
+    return find_resnet18_weights(where)
+
+
+def photo_recipe(cfg: TrainConfig, data: TrainData) -> bool:
+    """Whether the run trains unit-length embeddings with the photo temperature (``--photo``;
+    by default the default recipe does on photographs, `siamnet.presets.is_photo`)."""
+    if cfg.photo == "auto":
+        return is_photo(data.train.channels, data.train.image_size)
+    return bool(cfg.photo)
+
+
+def model_name(cfg: TrainConfig, photo: bool) -> str:
+    """The backbone's name in the checkpoint: ``resnet18-imagenet`` for ImageNet's layout,
+    `PHOTO_MODEL` for the default recipe on photographs, else ``--model``."""
+    if cfg.pretrained and cfg.model == "resnet18":
+        return "resnet18-imagenet"
+    if photo and cfg.photo == "auto":
+        return PHOTO_MODEL
+    return cfg.model
 
 
 def build_training_model(
@@ -38,35 +67,65 @@ def build_training_model(
     objective: Objective | None = None,
 ) -> SiameseNet:
     """A fresh model for `objective` (default: ``cfg.loss``'s): its head kind, embedding
-    normalisation and temperature; ImageNet weights with ``--pretrained``, Koch et al.'s
-    initialisation with ``--preset koch``."""
+    normalisation and temperature; pretrained weights with ``--pretrained`` (ImageNet's for
+    resnet18, timm's for ``timm:NAME``), Koch et al.'s initialisation with ``--preset koch``,
+    unit-length embeddings and a sharper starting temperature on photographs
+    (`photo_recipe`), batch-norm statistics frozen with ``--freeze-bn``."""
     objective = get_objective(objective or cfg.loss)
     own = cfg.model if isinstance(cfg.model, nn.Module) else None
+    photo = photo_recipe(cfg, data)
+    timm_model = own is None and is_timm_name(cfg.model)
     spec = ModelSpec(
-        model="resnet18-imagenet" if cfg.pretrained else backbone_name(own) if own else cfg.model,
+        model=backbone_name(own) if own else model_name(cfg, photo),
         loss=objective.name,
         head=objective.head,
         in_channels=data.train.channels,
         image_size=data.train.image_size,
         normalization=(
             imagenet_normalization(data.train.channels)
-            if cfg.pretrained
+            if cfg.pretrained and cfg.model == "resnet18"
             else normalization_for(cfg, data.train)
         ),
-        embedding_norm=objective.embedding_norm,
+        embedding_norm=objective.embedding_norm or photo,
         learned_temperature=objective.learned_temperature(ObjectiveSettings.of(cfg)),
     )
     torch.manual_seed(cfg.seed)
     weights = pretrained_weights(cfg)
-    model = build_model(spec, backbone=own)
-    if weights is not None:
-        model.backbone.load_state_dict(load_resnet18_weights(weights, spec.in_channels))
+    if timm_model and weights is not None:
+        backbone = load_timm_pretrained(cfg.model, weights, spec.in_channels, spec.image_size)
+        model = build_model(spec, backbone=backbone)
+    else:
+        model = build_model(spec, backbone=own)
+        if weights is not None:
+            model.backbone.load_state_dict(load_resnet18_weights(weights, spec.in_channels))
     if cfg.koch_init and isinstance(model.backbone, KochNet):
         model.backbone.reset_parameters_as_paper(generator)
         for p in model.head.parameters():
             nn.init.normal_(p, 0.0 if p.dim() > 1 else 0.5, 2e-1 if p.dim() > 1 else 1e-2)
+    if photo and model.log_temperature is not None:
+        with torch.no_grad():
+            model.log_temperature.fill_(math.log(PHOTO_TEMPERATURE))
+    if cfg.freeze_bn:
+        freeze_batch_norm(model.backbone)
     model.spec = spec
     return model
+
+
+def _eval_only(module: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(module, False)
+
+
+def freeze_batch_norm(module: nn.Module) -> int:
+    """Keep every batch-norm layer of `module` in eval mode, ``train()`` or not: it normalises
+    with its running statistics and never updates them (its scale and shift still learn), as
+    when fine-tuning a pretrained network on small batches. Returns how many layers."""
+    frozen = 0
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.train = types.MethodType(_eval_only, m)
+            m.eval()
+            frozen += 1
+    return frozen
 
 
 def autocast_context(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:

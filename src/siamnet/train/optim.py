@@ -15,10 +15,12 @@ from siamnet.train.config import TrainConfig
 
 def parameter_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
     """One group of all parameters, or with ``--preset koch`` one group per layer with its own
-    learning rate, final momentum and L2 weight, as Koch et al. (2015) train."""
+    learning rate, final momentum and L2 weight, as Koch et al. (2015) train. With a
+    ``--backbone-lr-factor`` other than 1, each group is split in two: the backbone's
+    parameters at that multiple of the group's rate, the rest (head, temperature) at it."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not cfg.koch_init:
-        return [
+        groups = [
             {
                 "params": params,
                 "lr": cfg.lr,
@@ -26,6 +28,7 @@ def parameter_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]
                 "final_momentum": cfg.momentum,
             }
         ]
+        return split_backbone(groups, model, cfg.backbone_lr_factor)
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     groups = []
     for i, layer in enumerate(layers):
@@ -44,7 +47,28 @@ def parameter_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]
         groups.append(
             {"params": rest, "lr": cfg.lr, "weight_decay": 0.0, "final_momentum": cfg.momentum}
         )
-    return groups
+    return split_backbone(groups, model, cfg.backbone_lr_factor)
+
+
+def split_backbone(
+    groups: list[dict[str, Any]], model: nn.Module, factor: float | None
+) -> list[dict[str, Any]]:
+    """`groups` with each one's backbone parameters (``model.backbone``) moved to a group of
+    their own at `factor` × its learning rate; unchanged when `factor` is 1 (or None) or the
+    model has no backbone, so that optimiser states saved with one group still load."""
+    backbone = getattr(model, "backbone", None)
+    if factor is None or factor == 1.0 or not isinstance(backbone, nn.Module):
+        return groups
+    inside = {id(p) for p in backbone.parameters()}
+    out = []
+    for group in groups:
+        mine = [p for p in group["params"] if id(p) in inside]
+        rest = [p for p in group["params"] if id(p) not in inside]
+        if mine:
+            out.append({**group, "params": mine, "lr": group["lr"] * factor})
+        if rest:
+            out.append({**group, "params": rest})
+    return out
 
 
 #: Per-layer (learning rate, final momentum, L2 weight) for ``--preset koch``: conv1..conv4,

@@ -8,10 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from siamnet.data.augment import AffineRanges, random_affine
+from siamnet.data.augment import batch_augmentation
 from siamnet.data.labeled import LabeledImages
 from siamnet.distributed import DistInfo, all_true
-from siamnet.errors import ArgumentError
 from siamnet.objectives import Objective, ObjectiveSettings, get_objective
 from siamnet.progress import progress
 from siamnet.train.config import TrainConfig, TrainingError
@@ -70,12 +69,7 @@ def train_epoch(
     """One epoch of `cfg.steps_per_epoch` steps; returns mean loss, mean accuracy, images seen."""
     model.train()
     device = images.device
-    augment = None
-    if cfg.augment == "affine":
-        ranges = AffineRanges()
-        augment = lambda x: random_affine(x, generators["augment"], ranges)  # noqa: E731
-    elif cfg.augment != "none":
-        raise ArgumentError(f"--augment {cfg.augment!r}: expected none or affine")
+    augment = batch_augmentation(cfg.augment, generators["augment"])
     total_loss = total_acc = 0.0
     running_loss = running_acc = 0.0
     seen = 0
