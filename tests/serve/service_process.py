@@ -165,3 +165,20 @@ def first_support_image(support: Path, shape: str) -> torch.Tensor:
     """The first file (by name) of a support class, as uint8 ``[H, W]``."""
     first = sorted((support / shape).iterdir())[0]
     return torch.from_numpy(np.array(Image.open(first).convert("L")))
+
+
+def assert_same_answer(got: object, expected: object, rel: float = 1e-5, where: str = "") -> None:
+    """Two JSON answers are equal, numbers within `rel` (relative, and as much absolute near 0):
+    a model call on a batch may round differently from one on a single image."""
+    if isinstance(expected, float) and isinstance(got, (int, float)):
+        assert abs(got - expected) <= rel * max(1.0, abs(expected)), (where, got, expected)
+    elif isinstance(expected, dict) and isinstance(got, dict):
+        assert got.keys() == expected.keys(), (where, got.keys(), expected.keys())
+        for key in expected:
+            assert_same_answer(got[key], expected[key], rel, f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)) and isinstance(got, (list, tuple)):
+        assert len(got) == len(expected), (where, got, expected)
+        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+            assert_same_answer(g, e, rel, f"{where}[{i}]")
+    else:
+        assert got == expected, (where, got, expected)

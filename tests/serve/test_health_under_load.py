@@ -1,11 +1,12 @@
 """/health answers while the model is busy: the service runs in this process (the same app and
 server configuration as `siamnet serve`, on a loopback port) so that the test can hold the
-model's lock, pile up more requests than there are worker threads, and ask for /health while
-none of them can finish."""
+model's lock (the one its micro-batching worker takes for each model call), pile up more
+requests than there are worker threads, and ask for /health while none of them can finish."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,14 +54,15 @@ class LocalService:
     url: str
     lock: CountingLock
     worker_threads: int
+    service: ModelService
 
 
 @pytest.fixture(scope="module")
 def local_service(shape_files: ShapeFiles) -> Iterator[LocalService]:
     service = ModelService.load(shape_files.checkpoint, support_dir=shape_files.support)
     lock = CountingLock()
-    service._lock = lock  # type: ignore[assignment]  # the model's lock, now countable
-    app = build_app(service)
+    service.batcher.lock = lock  # type: ignore[assignment]  # the model's lock, now countable
+    app = build_app(service, max_connections=500)
 
     @app.get("/worker-threads")
     async def worker_threads() -> dict[str, Any]:
@@ -77,7 +79,7 @@ def local_service(shape_files: ShapeFiles) -> Iterator[LocalService]:
         thread.join(0.05)
     assert server.started
     tokens = httpx.get(url + "worker-threads", timeout=30).json()["tokens"]
-    yield LocalService(url, lock, int(tokens))
+    yield LocalService(url, lock, int(tokens), service)
     server.should_exit = True
     thread.join(30)
     sock.close()
@@ -99,15 +101,21 @@ def test_health_answers_while_every_worker_thread_waits_for_the_model(
     pool = ThreadPoolExecutor(max_workers=slow)
     try:
         pending = [pool.submit(compare, i) for i in range(slow)]
-        # every worker thread is in a request, waiting for the model
-        assert lock.wait_for_waiting(local_service.worker_threads, timeout=120), lock.waiting
+        # the batcher waits for the model; every worker thread is in a request, waiting for it
+        assert lock.wait_for_waiting(1, timeout=120), lock.waiting
+        batcher = local_service.service.batcher
+        for _ in range(2400):
+            if batcher.waiting() == local_service.worker_threads:
+                break
+            time.sleep(0.05)
+        assert batcher.waiting() == local_service.worker_threads
         for _ in range(3):
             health = client.get(local_service.url + "health", timeout=30)
             assert health.status_code == 200 and health.json() == {"status": "ok"}
             info = client.get(local_service.url + "info", timeout=30)
             assert info.status_code == 200 and info.json()["support"]["images"] == 12
         assert not any(future.done() for future in pending)
-        assert lock.waiting == local_service.worker_threads
+        assert lock.waiting == 1 and batcher.waiting() == local_service.worker_threads
     finally:
         lock.inner.release()
         answers = [future.result() for future in pending]

@@ -1,7 +1,8 @@
 """The service's guards against clients that stall, pile up or address it by another name, each
 on a real `siamnet serve` subprocess with raw sockets and a real HTTP client: a request whose
 headers or body stop arriving is answered 408 and closed by its deadline while others are
-served, connections beyond the limit are answered 503, and --allowed-host adds names."""
+served, requests beyond the limit wait for a turn and are answered 503 in JSON when none comes in
+time, and --allowed-host adds names."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import json
 import select
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,16 +36,17 @@ def strict_service(shape_files: ShapeFiles) -> Iterator[Service]:
     assert "Traceback" not in "".join(svc.log)
 
 
-#: The connection limit of `limited_service`.
+#: The request limit of `limited_service`, and how long a request beyond it waits for a turn.
 MAX_CONNECTIONS = 4
+QUEUE_TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module")
 def limited_service(shape_files: ShapeFiles) -> Iterator[Service]:
-    """The service with few connections (and the default read deadline, far longer than the
-    test that holds them)."""
+    """The service with few requests at once and a short queue (and the default read deadline,
+    far longer than the test that holds them)."""
     args = [str(shape_files.checkpoint), "--device", "cpu"]
-    args += ["--max-connections", str(MAX_CONNECTIONS)]
+    args += ["--max-connections", str(MAX_CONNECTIONS), "--queue-timeout", str(QUEUE_TIMEOUT)]
     svc = Service(args, cwd=shape_files.root)
     yield svc
     assert svc.stop() == 130, "".join(svc.log)
@@ -180,24 +181,36 @@ def test_a_kept_alive_connection_has_a_deadline_for_its_next_request(
     assert final_answer(rest)[0] == 408
 
 
-def test_connections_beyond_the_limit_get_503_until_one_closes(
+def hold_requests(service: Service, count: int) -> list[socket.socket]:
+    """`count` requests whose bodies never come (each holds a turn until its socket closes)."""
+    held = []
+    for _ in range(count):
+        sock = connect(service)
+        sock.sendall(multipart_head(service, 10_000, expect_continue=True))
+        # 100 Continue: the service is reading this request's body
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        held.append(sock)
+    return held
+
+
+def test_requests_beyond_the_limit_wait_then_get_json_503_until_a_turn_frees(
     limited_service: Service, shape_files: ShapeFiles
 ) -> None:
-    held = []
+    held = hold_requests(limited_service, MAX_CONNECTIONS)  # every turn taken
     try:
-        for _ in range(MAX_CONNECTIONS - 1):  # with the next one, --max-connections are open
-            sock = connect(limited_service)
-            sock.sendall(multipart_head(limited_service, 10_000, expect_continue=True))
-            # 100 Continue: the service is reading this request's body
-            assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue")
-            held.append(sock)
-        answer = httpx.get(limited_service.url + "health", timeout=30)
+        q = shape_files.queries
+        files = {"a": upload(q["bar0"]), "b": upload(q["bar1"])}
+        answer = httpx.post(limited_service.url + "compare", files=files, timeout=30)
         assert answer.status_code == 503
-        held.pop().close()
-        for _ in range(200):  # the service sees the closed connection soon after
-            if httpx.get(limited_service.url + "health", timeout=30).status_code == 200:
-                break
-            time.sleep(0.05)
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json()["detail"].startswith(
+            f"the service is busy: no turn within {QUEUE_TIMEOUT:g} seconds (the service's "
+            f"--queue-timeout) with {MAX_CONNECTIONS} requests in progress"
+        )
+        health = httpx.get(limited_service.url + "health", timeout=30)  # never waits
+        assert health.status_code == 200
+        held.pop().close()  # a turn frees: the next request is served
         assert compare_ok(limited_service, shape_files)
     finally:
         for sock in held:

@@ -12,7 +12,14 @@ from typing import Any
 
 from siamnet.cli.common import CHECKPOINT_HELP, add_image_options, add_verb, report_skipped
 from siamnet.errors import ArgumentError
-from siamnet.serve.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT
+from siamnet.serve.limits import (
+    DEFAULT_BATCH_WINDOW_MS,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_QUEUE_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    check_batching,
+)
 
 SECURITY_NOTE = (
     "The service has no authentication: anyone who can reach it can use it. It listens on\n"
@@ -26,9 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_verb(
         subparsers,
         "serve",
-        "Serve a trained model over HTTP: POST /compare, /classify and /search, GET /health and "
-        "/info,\nthe API description at /docs and a page to try the model at /. Needs the serve "
-        "extra:\npip install 'siamnet[serve]'.",
+        "Serve a trained model over HTTP: POST /compare, /embed, /classify and /search, GET "
+        "/health and\n/info, the API description at /docs and a page to try the model at /. "
+        "Requests arriving\ntogether are embedded in one model call. Needs the serve extra: "
+        "pip install 'siamnet[serve]'.",
         "siamnet serve runs/digits --support support/\n"
         "  siamnet serve runs/digits --support support/ --gallery gallery/ --port 8080\n"
         "  siamnet serve runs/faces --gallery people/ --max-upload-mb 2 "
@@ -90,7 +98,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=DEFAULT_MAX_CONNECTIONS,
         metavar="N",
-        help="connections and requests handled at once; a request beyond them is answered 503",
+        help="requests handled at once; more wait for a turn (up to --queue-timeout) and are "
+        "then answered 503; GET /health never waits",
+    )
+    p.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=DEFAULT_QUEUE_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a request beyond --max-connections waits for a turn before it is "
+        "answered 503",
+    )
+    p.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=DEFAULT_BATCH_WINDOW_MS,
+        metavar="MS",
+        help="a model call waits up to this long for the images of requests still being read, "
+        "to embed them together (never when no other request is in progress)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=DEFAULT_MAX_BATCH,
+        metavar="N",
+        help="most images in one model call (1: each request on its own, no micro-batching); "
+        "a request with more images runs on its own",
     )
     p.add_argument(
         "--read-timeout",
@@ -111,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
 
     require_serve_extra()
     max_bytes = _max_upload_bytes(args.max_upload_mb)
-    _check_limits(args.max_connections, args.read_timeout)
+    _check_limits(args.max_connections, args.read_timeout, args.queue_timeout)
+    check_batching(args.batch_window_ms, args.max_batch)
     args.threshold = finite_number(args.threshold, "--threshold")
     hosts = allowed_hosts(args.host, args.allowed_host or [])
     sock = listening_socket(args.host, args.port)  # before the model loads: fail fast
@@ -136,11 +170,15 @@ def _make_app(args: argparse.Namespace, max_bytes: int, hosts: list[str]) -> Any
         args.threshold,
         args.invert,
         args.scoring,
+        args.batch_window_ms,
+        args.max_batch,
     )
     for state in (service.support, service.gallery):
         if state is not None:
             report_skipped(state.failures)
-    return build_app(service, max_bytes, hosts, args.read_timeout)
+    return build_app(
+        service, max_bytes, hosts, args.read_timeout, args.max_connections, args.queue_timeout
+    )
 
 
 def _serve(
@@ -174,11 +212,13 @@ def _max_upload_bytes(megabytes: float) -> int:
     return max(1, int(megabytes * 1_000_000))
 
 
-def _check_limits(max_connections: int, read_timeout: float) -> None:
+def _check_limits(max_connections: int, read_timeout: float, queue_timeout: float) -> None:
     if max_connections < 1:
         raise ArgumentError(f"--max-connections {max_connections}: expected at least 1")
     if not (read_timeout > 0 and math.isfinite(read_timeout)):
         raise ArgumentError(f"--read-timeout {read_timeout}: expected seconds above 0")
+    if not (0 <= queue_timeout <= 3600):
+        raise ArgumentError(f"--queue-timeout {queue_timeout}: expected 0 to 3600 seconds")
 
 
 def allowed_hosts(host: str, extra: list[str]) -> list[str]:

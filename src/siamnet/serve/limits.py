@@ -18,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from siamnet.errors import ArgumentError
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -28,9 +30,32 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Seconds a request's headers, and then its body, may take to arrive unless told otherwise.
 DEFAULT_READ_TIMEOUT = 60.0
 
-#: Connections and requests the server handles at once unless told otherwise (see
-#: `siamnet.serve.server`); more are answered 503.
+#: Requests the server handles at once unless told otherwise (`siamnet.serve.admission`); more
+#: wait for a turn, for `DEFAULT_QUEUE_TIMEOUT` seconds at most, then are answered 503.
 DEFAULT_MAX_CONNECTIONS = 64
+
+#: Seconds a request beyond the limit waits for a turn unless told otherwise.
+DEFAULT_QUEUE_TIMEOUT = 10.0
+
+#: Requests that may wait for a turn, per request handled at once; more are answered 503 at once.
+QUEUE_PER_SLOT = 4
+
+#: Open connections (busy, waiting or idle) per request handled at once; a request on a
+#: connection beyond them is answered 503 at once.
+CONNECTIONS_PER_SLOT = 8
+
+#: Milliseconds a model call waits for more requests' images, and the most images it takes,
+#: unless told otherwise (`siamnet.serve.batching`).
+DEFAULT_BATCH_WINDOW_MS = 2.0
+DEFAULT_MAX_BATCH = 64
+
+
+def check_batching(batch_window_ms: float, max_batch: int) -> None:
+    """``--batch-window-ms`` from 0 to 1000 and ``--max-batch`` at least 1 (`ArgumentError`)."""
+    if not 0 <= batch_window_ms <= 1000:  # also refuses nan
+        raise ArgumentError(f"--batch-window-ms {batch_window_ms}: expected 0 to 1000")
+    if max_batch < 1:
+        raise ArgumentError(f"--max-batch {max_batch}: expected at least 1 image")
 
 
 class BodyTimeout(Exception):
@@ -62,7 +87,7 @@ class UploadLimit:
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._read_body(scope, _with_deadline(receive, self.read_timeout), send)
+            body = await self._read_body(scope, with_deadline(receive, self.read_timeout), send)
         except BodyTimeout:
             await self._timed_out(send)
             return
@@ -95,17 +120,7 @@ class UploadLimit:
                 return bytes(body)
 
     async def _drain(self, receive: Receive, read: int) -> None:
-        """Read and drop the rest of a body, up to `drain_bytes` in all and until its deadline."""
-        try:
-            while read <= self.drain_bytes:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return
-                read += len(message.get("body", b""))
-                if not message.get("more_body", False):
-                    return
-        except BodyTimeout:
-            return
+        await drain_body(receive, read, self.drain_bytes)
 
     async def _too_large(self, send: Send) -> None:
         detail = (
@@ -122,9 +137,27 @@ class UploadLimit:
         await send_json(send, 408, detail)
 
 
-async def send_json(send: Send, status: int, detail: str) -> None:
-    """Answer ``{"detail": detail}`` with `status` and close the connection afterwards."""
-    payload = json.dumps({"detail": detail}).encode()
+async def drain_body(receive: Receive, read: int, most: int) -> None:
+    """Read and drop the rest of a request body, until `read` passes `most` bytes, the client
+    leaves or `receive` raises `BodyTimeout` (a deadline), so that the client, still sending,
+    reads the answer rather than a reset connection."""
+    try:
+        while read <= most:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            read += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+    except BodyTimeout:
+        return
+
+
+async def send_json(
+    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer ``{"detail": detail}`` with `status` (and `headers`) and close the connection."""
+    payload = json_error(detail)
     await send(
         {
             "type": "http.response.start",
@@ -133,13 +166,47 @@ async def send_json(send: Send, status: int, detail: str) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
                 (b"connection", b"close"),
+                *(headers or []),
             ],
         }
     )
     await send({"type": "http.response.body", "body": payload})
 
 
-def _with_deadline(receive: Receive, seconds: float | None) -> Receive:
+def json_error(detail: str) -> bytes:
+    """The body of every error the service sends: ``{"detail": "<one line>"}``."""
+    return json.dumps({"detail": " ".join(detail.split())}).encode()
+
+
+class ErrorsAsJson:
+    """The outermost layer: an exception that escapes the application before it answered is
+    answered 500 in JSON (uvicorn's own answer would be plain text) and logged by uvicorn."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception:
+            if started:
+                raise
+            detail = "internal error; see the service's log"
+            await send_json(send, 500, detail)
+            raise
+
+
+def with_deadline(receive: Receive, seconds: float | None) -> Receive:
     """A `receive` that raises `BodyTimeout` once `seconds` have passed since it was made."""
     if seconds is None:
         return receive

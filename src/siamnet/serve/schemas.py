@@ -44,10 +44,42 @@ class Match(BaseModel):
     same: bool | None = Field(description="score >= threshold; null without a threshold")
 
 
+class ClassifyManyAnswer(BaseModel):
+    reject_below: float | None
+    results: list[ClassifyAnswer] = Field(description="one per uploaded image, in order")
+
+
 class SearchAnswer(BaseModel):
-    k: int
+    top_k: int = Field(description="items asked for per image")
+    k: int = Field(description="the same as top_k (its older name)")
     threshold: float | None
     matches: list[Match]
+
+
+class SearchResult(BaseModel):
+    matches: list[Match]
+
+
+class SearchManyAnswer(BaseModel):
+    top_k: int = Field(description="items asked for per image")
+    k: int = Field(description="the same as top_k (its older name)")
+    threshold: float | None
+    results: list[SearchResult] = Field(description="one per uploaded image, in order")
+
+
+class ModelIdentity(BaseModel):
+    checkpoint: str = Field(description="the checkpoint's file name")
+    sha256: str = Field(
+        description="sha256 of the model's description and weights, as a gallery records it"
+    )
+    model: str
+    head: str
+    dim: int = Field(description="length of each embedding")
+
+
+class EmbedAnswer(BaseModel):
+    model: ModelIdentity = Field(description="the model that made these embeddings")
+    embeddings: list[list[float]] = Field(description="one vector per uploaded image, in order")
 
 
 class HealthAnswer(BaseModel):
@@ -84,4 +116,7 @@ class InfoAnswer(BaseModel):
     support: SupportInfo | None
     gallery: GalleryInfo | None
     max_top_k: int
+    max_images: int = Field(description="most images one request may carry")
+    batch_window_ms: float = Field(description="how long a model call waits for more requests")
+    max_batch: int = Field(description="most images one model call takes (1: no batching)")
     max_upload_bytes: int

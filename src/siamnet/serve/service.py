@@ -1,9 +1,11 @@
 """The model behind the HTTP service: a checkpoint, a support set and a gallery, loaded once.
 
 The support set and the gallery are embedded (or read) at start-up; a request embeds only its
-own images. Uploaded bytes are decoded outside the lock, so decoding runs in parallel; the
-model runs under one lock and `torch.inference_mode`, so requests from many threads are safe
-and each answer is exactly what a lone request would get. No web framework is needed here.
+own images. Each request decodes its uploads in its own thread (in parallel), then its images
+join those of other requests arriving within a few milliseconds and go through the model in one
+call (`siamnet.serve.batching.MicroBatcher`, one worker thread, under one lock and
+`torch.inference_mode`); scoring a request's embeddings runs in its own thread again. Every
+request may carry several images. No web framework is needed here.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from siamnet.gallery import (
     INFO_FILE,
     Gallery,
     build_gallery,
+    checkpoint_identity,
     load_gallery,
     make_searcher,
     read_gallery_items,
@@ -35,14 +38,16 @@ from siamnet.gallery import (
 )
 from siamnet.images import IMAGE_FORMATS, read_image_bytes, read_support_folder
 from siamnet.infer import (
+    CompareResult,
     SupportSet,
     build_support,
     class_scores,
     classify,
-    compare,
     finite_number,
 )
 from siamnet.models.embed import embed_images
+from siamnet.serve.batching import MicroBatcher
+from siamnet.serve.limits import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BATCH, check_batching
 
 #: Largest image (width x height) an upload may declare; larger ones are refused before
 #: decoding, so a small file cannot expand into gigabytes of pixels.
@@ -50,6 +55,12 @@ MAX_PIXELS = 40_000_000
 
 #: Most gallery items one search may return.
 MAX_TOP_K = 100
+
+#: Most images one request may carry.
+MAX_IMAGES = 256
+
+#: An upload: its bytes and how errors name it (its field and file name).
+Upload = tuple[bytes, str]
 
 
 #: Uploads decoded at the same time; more would only add memory, not speed.
@@ -91,6 +102,8 @@ class ModelService:
     `threshold` overrides the checkpoint's calibrated one; `invert` turns every image read
     (uploads and the support folder) into ``255 - value``; `scoring` is how a query is scored
     against a support class (``mean`` or ``prototype``, see `siamnet.infer.class_scores`).
+    Images of requests arriving within `batch_window_ms` milliseconds of each other are
+    embedded together, up to `max_batch` images a model call (1: each request on its own).
     """
 
     def __init__(
@@ -101,9 +114,12 @@ class ModelService:
         threshold: float | None = None,
         invert: bool = False,
         scoring: str = "mean",
+        batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         if scoring not in ("mean", "prototype"):
             raise ArgumentError(f"--scoring {scoring!r}: expected 'mean' or 'prototype'")
+        check_batching(batch_window_ms, max_batch)
         self.checkpoint = checkpoint
         self.support = support
         self.gallery = gallery
@@ -113,8 +129,9 @@ class ModelService:
         self.invert = invert
         self.scoring = scoring
         self.device = next(checkpoint.model.parameters()).device
-        self._lock = threading.Lock()
         self._decoders = threading.BoundedSemaphore(DECODERS)
+        self.batcher = MicroBatcher(self._embed, batch_window_ms / 1000, max_batch)
+        self._identity: str | None = None
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -128,13 +145,16 @@ class ModelService:
         threshold: float | None = None,
         invert: bool = False,
         scoring: str = "mean",
+        batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> ModelService:
         """Load the checkpoint, embed the support folder and read (or make) the gallery."""
         threshold = finite_number(threshold, "threshold")
+        check_batching(batch_window_ms, max_batch)
         ckpt = load_checkpoint(checkpoint, device)
         support = load_support(ckpt, support_dir, invert) if support_dir is not None else None
         gallery = load_gallery_state(ckpt, gallery_dir, invert) if gallery_dir is not None else None
-        return cls(ckpt, support, gallery, threshold, invert, scoring)
+        return cls(ckpt, support, gallery, threshold, invert, scoring, batch_window_ms, max_batch)
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -152,53 +172,86 @@ class ModelService:
                 reason = " ".join(str(exc).split())[:160] or type(exc).__name__
                 raise DataError(f"{name}: not a readable image ({reason})") from exc
 
+    def embed_uploads(self, uploads: list[Upload]) -> torch.Tensor:
+        """Embeddings ``[n, D]`` (float32, on the model's device) of encoded images, decoded in
+        this thread and embedded in a micro-batch with other requests' images."""
+        check_image_count(len(uploads))
+        with self.batcher.arriving() as run:
+            images = torch.stack([self.decode(data, name) for data, name in uploads])
+            return run(images)
+
     def compare(self, a: bytes, b: bytes, name_a: str = "a", name_b: str = "b") -> dict[str, Any]:
         """Score two encoded images: ``score``, ``same`` (None without a threshold),
         ``threshold``, ``distance`` (distance heads) and ``head``. Names are for errors."""
-        image_a, image_b = self.decode(a, name_a), self.decode(b, name_b)
-        t = self.threshold
-        with self._lock, torch.inference_mode():
-            result = compare(self.checkpoint, image_a, image_b, 0.0 if t is None else t)
+        e = self.embed_uploads([(a, name_a), (b, name_b)])
+        head, t = self.checkpoint.model.head, self.threshold
+        with torch.inference_mode():
+            score = float(head.to_score(head(e[:1], e[1:]))[0])
+        result = CompareResult(score, score >= (0.0 if t is None else t), t or 0.0)
+        result.distance = head.distance(score)
         answer = result.to_dict()
         if t is None:
             answer.update(same=None, threshold=None)
         return {**answer, "head": self.checkpoint.spec.head}
+
+    def embed(self, uploads: list[Upload]) -> dict[str, Any]:
+        """Embeddings of encoded images, as lists of floats, with the model that made them
+        (its identity is the sha256 a gallery records, see `siamnet.gallery.checkpoint_identity`).
+        """
+        vectors = self.embed_uploads(uploads).float().cpu()
+        return {"model": self.model_identity(), "embeddings": vectors.tolist()}
 
     def classify(
         self, data: bytes, reject_below: float | None = None, name: str = "image"
     ) -> dict[str, Any]:
         """Classify one encoded image against the support set: the prediction (as
         `siamnet.infer.Prediction`) and every class ranked by score, best first."""
+        return self.classify_many([(data, name)], reject_below)[0]
+
+    def classify_many(
+        self, uploads: list[Upload], reject_below: float | None = None
+    ) -> list[dict[str, Any]]:
+        """`classify` for each of several encoded images, in one model call."""
         state = self._need_support()
         reject_below = finite_number(reject_below, "reject_below")
-        image = self.decode(data, name)
-        with self._lock, torch.inference_mode():
-            query = self._embed(image)
-            prediction = classify(self.checkpoint, state.support, query, reject_below, self.scoring)
-            scores = class_scores(self.checkpoint.model, state.support, query, self.scoring)
-        scores = scores[0].float().cpu()
-        order = torch.argsort(scores, descending=True, stable=True).tolist()
+        queries = self.embed_uploads(uploads)
+        with torch.inference_mode():
+            predictions = classify(
+                self.checkpoint, state.support, queries, reject_below, self.scoring
+            )
+            scores = class_scores(self.checkpoint.model, state.support, queries, self.scoring)
+        scores = scores.float().cpu()
+        orders = torch.argsort(scores, dim=1, descending=True, stable=True).tolist()
         names = [shown_name(c) for c in state.support.classes]
-        ranking = [{"class_index": k, "name": names[k], "score": finite(scores[k])} for k in order]
-        answer = prediction[0].to_dict()
-        for key in ("label", "best", "runner_up"):
-            answer[key] = None if answer[key] is None else shown_name(answer[key])
-        answer["score"] = finite(answer["score"])
-        answer["runner_up_score"] = finite(answer["runner_up_score"])
-        return {**answer, "reject_below": reject_below, "ranking": ranking}
+        answers = []
+        for prediction, row, order in zip(predictions, scores.tolist(), orders, strict=True):
+            ranking = [{"class_index": k, "name": names[k], "score": finite(row[k])} for k in order]
+            answer = prediction.to_dict()
+            for key in ("label", "best", "runner_up"):
+                answer[key] = None if answer[key] is None else shown_name(answer[key])
+            answer["score"] = finite(answer["score"])
+            answer["runner_up_score"] = finite(answer["runner_up_score"])
+            answers.append({**answer, "reject_below": reject_below, "ranking": ranking})
+        return answers
 
     def search(self, data: bytes, k: int = 5, name: str = "image") -> dict[str, Any]:
         """The `k` gallery items most similar to one encoded image, best first."""
+        found = self.search_many([(data, name)], k)
+        return {"k": k, "threshold": self.threshold, "matches": found[0]}
+
+    def search_many(self, uploads: list[Upload], k: int = 5) -> list[list[dict[str, Any]]]:
+        """The matches (best first) of each of several encoded images, in one model call and
+        one search."""
         state = self._need_gallery()
-        if not 1 <= k <= MAX_TOP_K:
-            raise ArgumentError(f"k {k}: expected a number of items from 1 to {MAX_TOP_K}")
-        image = self.decode(data, name)
-        with self._lock, torch.inference_mode():
-            indices, scores = state.searcher.search(self._embed(image), k)
+        check_top_k(k)
+        queries = self.embed_uploads(uploads)
+        with torch.inference_mode():
+            indices, scores = state.searcher.search(queries, k)
         t = self.threshold
-        row_indices, row_scores = indices[0].tolist(), scores[0].tolist()
-        matches = search_matches(state.gallery, row_indices, row_scores, t, public=True)
-        return {"k": k, "threshold": t, "matches": matches}
+        return [
+            search_matches(state.gallery, row_indices, row_scores, t, public=True)
+            for row_indices, row_scores in zip(indices.tolist(), scores.tolist(), strict=True)
+        ]
 
     def support_thumbnail(self, class_index: int) -> bytes:
         """PNG of the first support image of a class (as it is on disk, at the model's size)."""
@@ -246,13 +299,31 @@ class ModelService:
             "support": support,
             "gallery": gallery,
             "max_top_k": MAX_TOP_K,
+            "max_images": MAX_IMAGES,
+            "batch_window_ms": self.batcher.window * 1000,
+            "max_batch": self.batcher.max_batch,
         }
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _embed(self, image: torch.Tensor) -> torch.Tensor:
-        """One image ``[C, H, W]`` -> its embedding ``[1, D]`` on the model's device."""
-        return embed_images(self.checkpoint.model, image.unsqueeze(0), device=self.device)
+    def model_identity(self) -> dict[str, Any]:
+        """The model that makes this service's embeddings: checkpoint file name, sha256 of its
+        description and weights (as galleries record it), architecture, head and dimension."""
+        if self._identity is None:
+            self._identity = checkpoint_identity(self.checkpoint)
+        spec = self.checkpoint.spec
+        return {
+            "checkpoint": shown_name(self.checkpoint.path.name),
+            "sha256": self._identity,
+            "model": spec.model,
+            "head": spec.head,
+            "dim": int(self.checkpoint.model.backbone.out_dim),
+        }
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The model call: images uint8 ``[N, C, H, W]`` -> embeddings ``[N, D]`` on the
+        model's device (run by the batcher's one worker thread)."""
+        return embed_images(self.checkpoint.model, images, device=self.device)
 
     def _need_support(self) -> SupportState:
         if self.support is None:
@@ -315,6 +386,18 @@ def load_gallery_state(
         source = "images"
     searcher = make_searcher(gallery, ckpt.model.head, "exact")
     return GalleryState(gallery, searcher, source, failures)
+
+
+def check_top_k(k: int) -> None:
+    """`k` must be a number of gallery items from 1 to `MAX_TOP_K`."""
+    if not 1 <= k <= MAX_TOP_K:
+        raise ArgumentError(f"top_k {k}: expected a number of items from 1 to {MAX_TOP_K}")
+
+
+def check_image_count(count: int) -> None:
+    """A request carries from 1 to `MAX_IMAGES` images."""
+    if not 1 <= count <= MAX_IMAGES:
+        raise ArgumentError(f"{count} images: a request may carry from 1 to {MAX_IMAGES}")
 
 
 def check_pixel_count(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> None:
