@@ -119,4 +119,6 @@ class InfoAnswer(BaseModel):
     max_images: int = Field(description="most images one request may carry")
     batch_window_ms: float = Field(description="how long a model call waits for more requests")
     max_batch: int = Field(description="most images one model call takes (1: no batching)")
+    model_calls: int = Field(description="model calls made for requests since start-up")
+    embedded_images: int = Field(description="images those calls embedded")
     max_upload_bytes: int

@@ -302,6 +302,8 @@ class ModelService:
             "max_images": MAX_IMAGES,
             "batch_window_ms": self.batcher.window * 1000,
             "max_batch": self.batcher.max_batch,
+            "model_calls": self.batcher.calls,
+            "embedded_images": self.batcher.images,
         }
 
     # --- internals ---------------------------------------------------------------------------
