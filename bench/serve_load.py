@@ -1,13 +1,16 @@
-"""Load on the HTTP service: requests per second and p50/p99 latency of ``POST /compare``.
+"""Load on the HTTP service: requests per second and p50/p99 latency of ``POST /compare``,
+with micro-batching on and off, against the library's one-at-a-time loop, in one run.
 
-`siamnet serve` runs as its own process on a loopback port; this process is the load: 1 client,
-then 8 concurrent clients (threads with keep-alive connections) posting the same two 28x28 PNG
-images for a fixed time. The baseline, in the same run, is the library doing the same work
-without HTTP: decode both images and call `siamnet.infer.compare`, in one loop. The ratio says
-what the service keeps of the library's speed. Bounded in time and in requests; loopback only.
+`siamnet serve` runs as its own process on a loopback port, twice: with micro-batching (the
+default window and batch size) and without it (``--max-batch 1``: every request in a model call
+of its own). This process is the load: 1, 8 and 32 concurrent clients (threads with keep-alive
+connections) posting the same two 28x28 PNG images for a fixed time each. The baseline, in the
+same run, is the library doing the same work without HTTP: decode both images and call
+`siamnet.infer.compare`, in one loop. The ratios say what the service makes of the library's
+speed. Bounded in time and in requests; loopback only.
 
-    python bench/serve_load.py                 # 8 clients for 20 s
-    python bench/serve_load.py --seconds 5 --clients 4
+    python bench/serve_load.py                              # 1, 8, 32 clients, 20 s each
+    python bench/serve_load.py --seconds 2 --clients 1 4 --no-write --json out.json
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
+import json
 import os
 import queue
 import signal
@@ -155,13 +159,13 @@ def summarise(latencies: list[float], errors: int, elapsed: float) -> dict[str, 
 
 
 class ServiceProcess:
-    """`siamnet serve CKPT --port 0` as a subprocess; `url` once it answers /health."""
+    """`siamnet serve CKPT --port 0 OPTIONS` as a subprocess; `url` once it answers /health."""
 
-    def __init__(self, checkpoint: Path) -> None:
+    def __init__(self, checkpoint: Path, options: list[str]) -> None:
         script = Path(sys.executable).parent / "siamnet"
         command = [str(script)] if script.exists() else [sys.executable, "-m", "siamnet"]
         self.process = subprocess.Popen(
-            [*command, "serve", str(checkpoint), "--port", "0", "--device", "cpu"],
+            [*command, "serve", str(checkpoint), "--port", "0", "--device", "cpu", *options],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -194,24 +198,49 @@ class ServiceProcess:
                 self.process.wait()
 
 
+#: The services compared: name, options of `siamnet serve`.
+MODES = [
+    ("micro-batching on (default)", []),
+    ("micro-batching off (--max-batch 1)", ["--max-batch", "1"]),
+]
+
+
+def measure_service(
+    checkpoint: Path, options: list[str], a: bytes, b: bytes, clients: list[int], seconds: float
+) -> tuple[dict[int, dict[str, float]], dict[str, int]]:
+    """Each number of clients against one service process, and its model calls and images."""
+    service = ServiceProcess(checkpoint, options)
+    try:
+        load(service.url, a, b, 1, 1.0)  # warm-up
+        results = {n: load(service.url, a, b, n, seconds) for n in clients}
+        with urllib.request.urlopen(service.url + "info", timeout=10) as answer:
+            info = json.loads(answer.read())
+    finally:
+        service.stop()
+    return results, {"model_calls": info["model_calls"], "images": info["embedded_images"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="load time with N clients")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=20.0, help="load time per row")
+    parser.add_argument(
+        "--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients per row"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the library loop")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
+    if args.seconds <= 0 or args.rounds < 1 or min(args.clients) < 1:
+        parser.error("--seconds, --rounds and --clients must be positive")
     load_before = os.getloadavg()[0]
-    rounds, short = 5, min(1.0, args.seconds)
+    short = min(2.0, args.seconds)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint, a, b = make_inputs(Path(tmp))
-        baseline = best_of(rounds, lambda: library_baseline(checkpoint, a, b, short))
-        service = ServiceProcess(checkpoint)
-        try:
-            load(service.url, a, b, 1, 1.0)  # warm-up
-            single = best_of(rounds, lambda: load(service.url, a, b, 1, short))
-            loaded = load(service.url, a, b, args.clients, args.seconds)
-        finally:
-            service.stop()
+        baseline = best_of(args.rounds, lambda: library_baseline(checkpoint, a, b, short))
+        services = {
+            name: measure_service(checkpoint, options, a, b, args.clients, args.seconds)
+            for name, options in MODES
+        }
 
     def row(name: str, clients: int | str, seconds: float, r: dict[str, float]) -> list[object]:
         return [
@@ -221,37 +250,62 @@ def main() -> None:
             int(r["requests"]),
             int(r["errors"]),
             f"{r['per_s']:.0f}",
+            f"{r['per_s'] / baseline['per_s']:.2f}x",
             f"{r['p50']:.2f}",
             f"{r['p99']:.2f}",
         ]
 
-    rows = [
-        row("library: decode + compare(), no HTTP (baseline)", "1 loop", short, baseline),
-        row("service: POST /compare", 1, short, single),
-        row("service: POST /compare", args.clients, args.seconds, loaded),
+    rows = [row("library: decode + compare(), no HTTP (baseline)", "1 loop", short, baseline)]
+    for name, (results, _) in services.items():
+        rows += [row(f"service, {name}", n, args.seconds, r) for n, r in results.items()]
+    header = [
+        "what",
+        "clients",
+        "seconds",
+        "requests",
+        "errors",
+        "per s",
+        "vs library",
+        "p50 ms",
+        "p99 ms",
     ]
-    header = ["what", "clients", "seconds", "requests", "errors", "per s", "p50 ms", "p99 ms"]
-    ratio = loaded["per_s"] / baseline["per_s"]
-    scaling = loaded["per_s"] / single["per_s"]
+    most = max(args.clients)
+    on, off = (services[name][0][most] for name, _ in MODES)
+    ratio, ratio_off = on["per_s"] / baseline["per_s"], off["per_s"] / baseline["per_s"]
+    calls = {name: counts for name, (_, counts) in services.items()}
+    batch = [c["images"] / max(1, c["model_calls"]) for c in calls.values()]
+    shown = " ".join(str(n) for n in args.clients)
     body = "\n\n".join(
         [
             "`POST /compare` of two 28x28 grey PNG images (conv4, euclidean head, CPU), the "
             "service in its own process on 127.0.0.1, the clients in a second process (threads "
             "with keep-alive connections). Both processes share the machine's cores. The "
-            f"one-loop and one-client rows are the best of {rounds} rounds of {short:g} s; the "
-            f"{args.clients}-client row is one run of {args.seconds:g} s.",
+            f"library row is the best of {args.rounds} rounds of {short:g} s; each service row "
+            f"one run of {args.seconds:g} s.",
             table(header, rows),
-            f"Service with {args.clients} clients / library loop: **{ratio:.2f}x** the "
-            f"throughput; {args.clients} clients / 1 client: {scaling:.2f}x. "
-            "Model calls run one at a time under a lock; decoding, multipart parsing and HTTP "
-            "are the rest of each request.",
+            f"With {most} clients the service answers **{ratio:.2f}x** the library loop's "
+            f"throughput with micro-batching ({ratio_off:.2f}x without: --max-batch 1). Images "
+            f"per model call over the whole run: {batch[0]:.1f} with batching, {batch[1]:.1f} "
+            "without.",
             f"Machine: {machine()}; load average before the run {load_before:.2f}.",
-            f"Reproduce: `python bench/serve_load.py --seconds {args.seconds:g} "
-            f"--clients {args.clients}`",
+            f"Reproduce: `python bench/serve_load.py --seconds {args.seconds:g} --clients {shown}`",
         ]
     )
     print(table(header, rows))
-    print(f"ratio service/library {ratio:.2f}, {args.clients} clients/1 client {scaling:.2f}")
+    print(f"{most} clients: service/library {ratio:.2f} (batching), {ratio_off:.2f} (no batching)")
+    if args.json is not None:
+        record = {
+            "library": baseline,
+            "services": {
+                name: {"clients": {str(n): r for n, r in results.items()}, **calls[name]}
+                for name, (results, _) in services.items()
+            },
+            "ratio_most_clients": {"batching": ratio, "no_batching": ratio_off},
+            "seconds": args.seconds,
+            "machine": machine(),
+            "load_before": load_before,
+        }
+        args.json.write_text(json.dumps(record, indent=2))
     if not args.no_write:
         write_section("Service load", body)
 
