@@ -8,8 +8,11 @@ Outside CI a missing browser skips these tests; with ``CI`` set it fails them.
 from __future__ import annotations
 
 import base64
+import json
 import os
+import shlex
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,6 +131,40 @@ def test_page_compares_two_uploaded_images(
 
     browser.find_element(By.ID, "clear").click()
     assert browser.find_elements(By.CSS_SELECTOR, "#ranking li") == []
+    run_the_curl_lines(text_of(browser, "api-lines"), service, shape_files, tmp_path)
+
+
+def run_the_curl_lines(shown: str, service: Service, shape_files: ShapeFiles, folder: Path) -> None:
+    """The page's curl lines name the service's address and each, run as it is shown with the
+    files it names, is answered 200 with the fields the API describes."""
+    q = shape_files.queries
+    names = {"one": "bar0", "two": "bar1", "query": "ring0", "q1": "cross0", "q2": "box1"}
+    for name, query in names.items():
+        shutil.copyfile(q[query], folder / f"{name}.png")
+    lines = shown.splitlines()
+    paths = ["compare", "embed", "classify", "classify", "search", "search", "info", "health"]
+    assert [line.split("?")[0].split("/")[-1].rstrip('"') for line in lines] == paths
+    expected = [
+        "score",
+        "embeddings",
+        "ranking",
+        "results",
+        "matches",
+        "results",
+        "model",
+        "status",
+    ]
+    for line, key in zip(lines, expected, strict=True):
+        assert service.url in line, line
+        done = subprocess.run(
+            ["curl", "-sS", "--fail-with-body", *shlex.split(line)[1:]],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, (line, done.stdout, done.stderr)
+        assert key in json.loads(done.stdout), (line, done.stdout)
 
 
 def draw_a_ring(browser: Any) -> None:

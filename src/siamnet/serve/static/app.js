@@ -1,7 +1,8 @@
 "use strict";
 
 // The page talks to the service with the same endpoints as any client: /info, /compare,
-// /classify. Relative URLs keep it working behind a path prefix.
+// /classify. Relative URLs keep it working behind a path prefix; the curl lines it shows name
+// the page's own address.
 
 const MAX_SHOWN = 8;
 const $ = (id) => document.getElementById(id);
@@ -56,6 +57,7 @@ async function loadInfo() {
   }
   if (info.gallery) parts.push(`gallery: ${info.gallery.items} items`);
   $("model-summary").textContent = parts.join(" · ");
+  showApiLines(info);
   setUpPadColours();
   if (!info.support) {
     const note = $("classify-note");
@@ -64,6 +66,18 @@ async function loadInfo() {
       "(one sub-folder of images per class) to rank classes for a drawing.";
     note.hidden = false;
   }
+}
+
+// --- the API from a program -----------------------------------------------------------------
+
+function showApiLines(info) {
+  const base = new URL(".", window.location.href).href.replace(/\/$/, "");
+  const lines = $("api-lines").textContent.split("\n").filter((line) => {
+    if (line.includes("/classify")) return Boolean(info.support);
+    if (line.includes("/search")) return Boolean(info.gallery);
+    return true;
+  });
+  $("api-lines").textContent = lines.map((line) => line.replaceAll("BASE", base)).join("\n");
 }
 
 // --- compare two images -------------------------------------------------------------------
