@@ -60,9 +60,10 @@ def two_class_folder(root: Path, name: str, write) -> Path:
     return path
 
 
-def training_image(root: Path) -> torch.Tensor:
-    """The first image of class ``a`` as the folder loader reads it, uint8 ``[C, H, W]``."""
-    data = load_folder(root).train
+def training_image(root: Path, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """The first image of class ``a`` as the folder loader reads it at `size` (default: the
+    folder's), uint8 ``[C, H, W]``."""
+    data = load_folder(root, image_size=size).train
     return data.images[data.labels == data.classes.index("a")][0]
 
 
@@ -121,7 +122,7 @@ def test_16bit_colour_png_reads_like_its_8bit_version(tmp_path, channels):
     path = two_class_folder(tmp_path, "c.png", lambda p: p.write_bytes(png16(wide)))
     expected = torch.from_numpy(array).permute(2, 0, 1)
     assert torch.equal(read_image(path, 3, (6, 5)), expected)
-    assert torch.equal(training_image(tmp_path), expected)
+    assert torch.equal(training_image(tmp_path, (6, 5)), expected)
 
 
 # --- orientation and transparency --------------------------------------------------------------
@@ -136,7 +137,7 @@ def test_exif_rotated_jpeg_reads_identically_in_training_and_inference(tmp_path)
 
     path = two_class_folder(tmp_path, "turned.jpg", write)
     inferred = read_image(path, 3, (16, 8))  # displayed: 16 high, 8 wide
-    trained = training_image(tmp_path)
+    trained = training_image(tmp_path, (16, 8))
     assert trained.shape == (3, 16, 8)
     assert torch.equal(trained, inferred)
     assert int(trained[0, 0, -1]) > 200 and int(trained[0, -1, 0]) < 50  # red on top after turning
@@ -160,7 +161,8 @@ def test_transparent_background_reads_as_white_in_training_and_inference(tmp_pat
     expected = torch.from_numpy(np.where(strokes, 0, 255).astype(np.uint8))[None]
     assert torch.equal(read_image(path, 1, (10, 10)), expected)
     assert torch.equal(read_image(path, 3, (10, 10)), expected.expand(3, -1, -1))
-    assert torch.equal(training_image(tmp_path), expected)
+    trained = training_image(tmp_path, (10, 10))  # colour when the file's mode is (RGBA)
+    assert torch.equal(trained, expected.expand(trained.shape[0], -1, -1))
 
 
 # --- symlinks and empty folders ----------------------------------------------------------------

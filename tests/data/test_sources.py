@@ -436,25 +436,36 @@ def test_colour_images_make_every_image_rgb(tmp_path):
     assert red[0].unique().tolist() == [200] and red[1].unique().tolist() == [0]
 
 
-def test_rgb_files_with_equal_channels_and_gray_palette_stay_grayscale(tmp_path):
-    save_image(tmp_path / "a" / "x.png", np.stack([gray(1)] * 3, -1))
+def test_grey_palettes_stay_grayscale_and_rgb_files_make_colour_by_their_mode(tmp_path):
+    save_image(tmp_path / "a" / "x.png", gray(1))
     save_image(tmp_path / "b" / "y.png", gray(2), mode="P")
     data = load_folder(tmp_path).train
     assert data.channels == 1
     assert torch.equal(data.images[1, 0], torch.from_numpy(gray(2)))
+    # the channel count comes from the files' modes (headers only): an RGB file is colour,
+    # even when its channels are equal
+    save_image(tmp_path / "a" / "x.png", np.stack([gray(1)] * 3, -1))
+    data = load_folder(tmp_path).train
+    assert data.channels == 3 and torch.equal(
+        data.images[0], torch.from_numpy(gray(1))[None].expand(3, -1, -1)
+    )
 
 
-def test_mixed_sizes_are_resized_to_the_most_common_with_a_note(tmp_path):
+def test_mixed_sizes_are_fitted_to_the_median_with_a_short_summary(tmp_path):
     for k in range(3):
         save_image(tmp_path / "a" / f"{k}.png", gray(k, (6, 6)))
     save_image(tmp_path / "b" / "big.png", np.full((12, 12), 40, dtype=np.uint8))
     save_image(tmp_path / "b" / "small.png", gray(0, (6, 6)))
     data = load_folder(tmp_path).train
     assert data.image_size == (6, 6)
-    assert data.notes == ("resized 1 of 5 images to 6x6 (sizes found: 6x6 (4), 12x12 (1))",)
+    assert data.notes == (
+        "image sizes: heights 6..12 (median 6), widths 6..12 (median 6), 2 distinct; modes: L 5",
+        "resized 1 of 5 images to 6x6 (the median shorter side; --image-size to choose; "
+        "shorter side scaled, centre cropped)",
+    )
     assert data.images[3].unique().tolist() == [40]
     fixed = load_folder(tmp_path, image_size=(3, 3)).train
-    assert fixed.image_size == (3, 3) and "resized 5 of 5 images to 3x3" in fixed.notes[0]
+    assert fixed.image_size == (3, 3) and "resized 5 of 5 images to 3x3" in fixed.notes[1]
 
 
 def test_folder_errors_name_the_file_or_folder(tmp_path):

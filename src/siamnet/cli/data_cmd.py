@@ -23,6 +23,9 @@ MAX_LISTED_CLASSES = 20
 MAX_SHOWN_PAIRS = 16
 #: Images summed at once for the pixel mean (bounds the int64 temporary).
 _MEAN_CHUNK = 4096
+#: Images of a folder read from disk that the pixel range and mean are measured on at most
+#: (spread evenly over the split; every image when there are no more).
+PIXEL_SAMPLE = 1000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -113,7 +116,7 @@ def run_info(args: argparse.Namespace) -> int:
     from siamnet.data.registry import load_dataset
 
     size = image_size(args.image_size)
-    dataset = load_dataset(args.spec, size)
+    dataset = load_dataset(args.spec, size, cache="off")  # a folder is indexed, not decoded
     splits = [
         split_summary(name, dataset.roles.get(name, ""), data)
         for name, data in dataset.splits.items()
@@ -129,8 +132,19 @@ def split_summary(name: str, role: str, data: LabeledImages | None) -> dict[str,
     """A JSON-ready description of one split (None when the split is absent)."""
     if data is None:
         return {"name": name, "role": role, "present": False}
+    from siamnet.data.cache import wants_cache
+    from siamnet.data.image_index import materialized
+
     counts = data.class_counts().tolist()
     height, width = data.image_size
+    pixels, measured = data.images, len(data)
+    if data.streamed and len(data) > PIXEL_SAMPLE:
+        import torch
+
+        spread = torch.linspace(0, len(data) - 1, PIXEL_SAMPLE).round().long()
+        pixels, measured = data.images[spread], PIXEL_SAMPLE
+    pixels = materialized(pixels)
+    decoded = len(data) * data.channels * height * width
     summary: dict[str, Any] = {
         "name": name,
         "role": role,
@@ -152,9 +166,12 @@ def split_summary(name: str, role: str, data: LabeledImages | None) -> dict[str,
         "width": width,
         "channels": data.channels,
         "dtype": str(data.images.dtype).removeprefix("torch."),
-        "pixel_min": int(data.images.min()),
-        "pixel_max": int(data.images.max()),
-        "pixel_mean": round(_pixel_mean(data.images), 3),
+        "pixel_min": int(pixels.min()),
+        "pixel_max": int(pixels.max()),
+        "pixel_mean": round(_pixel_mean(pixels), 3),
+        "pixels_measured": measured,
+        "decoded_bytes": decoded,
+        "held_in_memory": not data.streamed or wants_cache(decoded, "auto"),
         "notes": list(data.notes),
     }
     return summary
@@ -200,7 +217,8 @@ def format_info(spec: str, splits: list[dict[str, Any]]) -> str:
                 f"{s['height']}x{s['width']}, {channels} channel{'s' * (channels != 1)} "
                 f"({kind}), {s['dtype']}",
             ),
-            ("pixels", f"{s['pixel_min']}..{s['pixel_max']}, mean {s['pixel_mean']:.1f}"),
+            ("pixels", _pixels_text(s)),
+            ("memory", _memory_text(s)),
         ]
         lines += [f"  {label:<10} {value}" for label, value in rows]
         if s["class_counts"] is not None:
@@ -211,6 +229,22 @@ def format_info(spec: str, splits: list[dict[str, Any]]) -> str:
                 note, width=96, initial_indent="  note       ", subsequent_indent=" " * 13
             )
     return "\n".join(lines)
+
+
+def _pixels_text(s: dict[str, Any]) -> str:
+    """``0..255, mean 33.2`` (and how many images, when not all were measured)."""
+    text = f"{s['pixel_min']}..{s['pixel_max']}, mean {s['pixel_mean']:.1f}"
+    if s["pixels_measured"] < s["examples"]:
+        text += f" (of {s['pixels_measured']:,} images spread over the split)"
+    return text
+
+
+def _memory_text(s: dict[str, Any]) -> str:
+    """How much the images take decoded, and whether training holds them (``--cache auto``)."""
+    size = s["decoded_bytes"]
+    amount = f"{size / 2**30:.2f} GB" if size >= 2**30 else f"{size / 2**20:.1f} MB"
+    where = "held in memory" if s["held_in_memory"] else "read from disk per batch"
+    return f"{amount} decoded; {where} for training (--cache auto)"
 
 
 def _count(value: float) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from siamnet.data.image_index import concat_images, rotate_images
 from siamnet.data.labeled import LabeledImages
 
 
@@ -17,7 +18,8 @@ def with_rotated_classes(
 ) -> LabeledImages:
     """`data` plus, for each k in `quarter_turns`, every image rotated by k·90° as a new class
     named ``"<class>@<k·90>"``. ``[N, C, H, W]`` -> ``[N·(1+len(quarter_turns)), C, H, W]``;
-    square images only (else rotations change the shape)."""
+    square images only (else rotations change the shape). Images kept on disk stay there, with
+    the turn to make when each is read."""
     h, w = data.image_size
     if h != w:
         raise ValueError(f"rotated classes need square images, got {h}×{w}")
@@ -27,13 +29,13 @@ def with_rotated_classes(
     groups = list(data.groups) if data.groups is not None else None
     k_classes = data.num_classes
     for i, k in enumerate(quarter_turns, start=1):
-        images.append(torch.rot90(data.images, k, dims=(2, 3)))
+        images.append(rotate_images(data.images, k))
         labels.append(data.labels + i * k_classes)
         classes += [f"{c}@{90 * k}" for c in data.classes]
         if groups is not None:
             groups += list(data.groups)
     return LabeledImages(
-        images=torch.cat(images),
+        images=concat_images(images),
         labels=torch.cat(labels),
         classes=classes,
         groups=groups,

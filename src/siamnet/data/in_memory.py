@@ -18,10 +18,13 @@ from siamnet.errors import DataError
 READ_BATCH = 512
 
 
-def as_dataset(data: Any, image_size: tuple[int, int] | None = None, name: str = "") -> Dataset:
+def as_dataset(
+    data: Any, image_size: tuple[int, int] | None = None, name: str = "", cache: str = "auto"
+) -> Dataset:
     """`data` as a `Dataset`: a SPEC (built-in name or path), a `Dataset`, a `LabeledImages`,
     a pair ``(images, labels)`` of arrays, or a map-style torch ``Dataset`` of
-    ``(image, label)``; images are resized to `image_size` ``(H, W)`` when given.
+    ``(image, label)``; images are resized to `image_size` ``(H, W)`` when given. `cache`:
+    whether a SPEC's folder of images is held in memory (`siamnet.data.cache`).
 
     >>> import numpy as np, siamnet
     >>> images = np.random.randint(0, 256, (40, 28, 28), dtype=np.uint8)
@@ -31,7 +34,7 @@ def as_dataset(data: Any, image_size: tuple[int, int] | None = None, name: str =
     if isinstance(data, (str,)) or hasattr(data, "__fspath__"):
         from siamnet.data.registry import load_dataset
 
-        return load_dataset(str(data), image_size)
+        return load_dataset(str(data), image_size, cache)
     if isinstance(data, Dataset):
         if image_size is None:
             return data

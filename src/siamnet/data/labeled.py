@@ -1,7 +1,9 @@
 """`LabeledImages`: the one type every loader returns.
 
 Images stay uint8 in one tensor ``[N, C, H, W]`` so that sampling pairs or episodes is plain
-index arithmetic and memory stays small (MNIST's 60,000 images are 47 MB).
+index arithmetic and memory stays small (MNIST's 60,000 images are 47 MB); a folder too large to
+hold decoded keeps them on disk as `siamnet.data.image_index.ImageFiles`, which has the same
+shape and is read per batch (sampling works on indices and labels alike).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from siamnet.data.image_index import ImageFiles, Images, take_images
 from siamnet.errors import DataError
 
 
@@ -19,7 +22,7 @@ class LabeledImages:
     """Images with integer labels ``0..K-1`` and the original class names.
 
     Attributes:
-        images: uint8 ``[N, C, H, W]``.
+        images: uint8 ``[N, C, H, W]``: a tensor, or an `ImageFiles` read when used.
         labels: int64 ``[N]``, values in ``0..K-1``.
         classes: the K original class names (``"7"``, ``"Greek/character03"``).
         groups: optional, one group name per class (an Omniglot alphabet), length K.
@@ -27,7 +30,7 @@ class LabeledImages:
         notes: remarks a user should see in ``data info`` (e.g. that images were resized).
     """
 
-    images: torch.Tensor
+    images: Images
     labels: torch.Tensor
     classes: list[str]
     groups: list[str] | None = None
@@ -37,11 +40,15 @@ class LabeledImages:
     def __repr__(self) -> str:
         n, c, h, w = self.images.shape
         where = f", source={self.source!r}" if self.source else ""
-        return f"LabeledImages({n} images {c}×{h}×{w} uint8, {len(self.classes)} classes{where})"
+        kept = ", on disk" if self.streamed else ""
+        return (
+            f"LabeledImages({n} images {c}×{h}×{w} uint8{kept}, {len(self.classes)} classes{where})"
+        )
 
     def __post_init__(self) -> None:
         where = f"{self.source}: " if self.source else ""
-        if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8:
+        tensor = isinstance(self.images, (torch.Tensor, ImageFiles))
+        if not tensor or self.images.dtype != torch.uint8:
             raise DataError(f"{where}images must be a uint8 tensor, got {_describe(self.images)}")
         if self.images.dim() != 4:
             raise DataError(
@@ -72,6 +79,11 @@ class LabeledImages:
         return int(self.images.shape[0])
 
     @property
+    def streamed(self) -> bool:
+        """Whether the images stay on disk (`ImageFiles`), read per batch."""
+        return isinstance(self.images, ImageFiles)
+
+    @property
     def num_classes(self) -> int:
         return len(self.classes)
 
@@ -91,7 +103,7 @@ class LabeledImages:
     # --- subsets -----------------------------------------------------------------------------
     def subset(self, index: torch.Tensor) -> LabeledImages:
         """The examples at `index` (int64 ``[M]`` or bool ``[N]``), classes unchanged."""
-        return replace(self, images=self.images[index], labels=self.labels[index])
+        return replace(self, images=take_images(self.images, index), labels=self.labels[index])
 
     def select_classes(self, class_ids: Sequence[int] | torch.Tensor) -> LabeledImages:
         """Only the examples of `class_ids`, relabelled ``0..len(class_ids)-1`` in that order."""
@@ -102,7 +114,7 @@ class LabeledImages:
         remap[ids] = torch.arange(ids.numel())
         keep = remap[self.labels] >= 0
         return LabeledImages(
-            images=self.images[keep],
+            images=take_images(self.images, keep),
             labels=remap[self.labels[keep]],
             classes=[self.classes[i] for i in ids.tolist()],
             groups=None if self.groups is None else [self.groups[i] for i in ids.tolist()],

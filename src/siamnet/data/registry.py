@@ -29,8 +29,12 @@ NAMED_DATASETS = {
 }
 
 
-def load_dataset(spec: str, image_size: tuple[int, int] | None = None) -> Dataset:
-    """Load SPEC (a built-in name or a path); `image_size` ``(H, W)`` resizes every image."""
+def load_dataset(
+    spec: str, image_size: tuple[int, int] | None = None, cache: str = "auto"
+) -> Dataset:
+    """Load SPEC (a built-in name or a path); `image_size` ``(H, W)`` resizes every image.
+    `cache` (``auto``, ``on``, ``off``) says whether a folder of images is decoded into memory
+    or read per batch (`siamnet.data.cache`); other formats are always in memory."""
     if spec is None or not str(spec).strip():
         raise DataError(
             "empty data SPEC: give a built-in name (digits, glyphs, mnist, "
@@ -54,17 +58,19 @@ def load_dataset(spec: str, image_size: tuple[int, int] | None = None) -> Datase
         if key == "omniglot":
             from siamnet.data.sources.folder_source import load_folder
 
-            return _renamed(load_folder(folder, image_size), spec)
+            return _renamed(load_folder(folder, image_size, cache), spec)
         from siamnet.data.sources.idx_source import load_idx
 
         return _renamed(load_idx(folder, image_size), spec)
     if not path.exists():
         names = ", ".join(NAMED_DATASETS)
         raise DataError(f"{spec}: no such file or folder, and not a data set name ({names})")
-    return load_path(path, image_size)
+    return load_path(path, image_size, cache)
 
 
-def load_path(path: Path, image_size: tuple[int, int] | None = None) -> Dataset:
+def load_path(
+    path: Path, image_size: tuple[int, int] | None = None, cache: str = "auto"
+) -> Dataset:
     """Load a file or folder, choosing the loader by what it is."""
     name = path.name.lower()
     if path.is_dir():
@@ -74,7 +80,7 @@ def load_path(path: Path, image_size: tuple[int, int] | None = None) -> Dataset:
             return load_idx(path, image_size)
         from siamnet.data.sources.folder_source import load_folder
 
-        return load_folder(path, image_size)
+        return load_folder(path, image_size, cache)
     if name.endswith((".csv", ".csv.gz")):
         from siamnet.data.sources.csv_source import load_csv
 

@@ -12,6 +12,7 @@ import torch
 
 from siamnet.checkpoint import Checkpoint
 from siamnet.data.dataset import Dataset
+from siamnet.data.image_index import concat_images, take_images
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.registry import load_dataset
 from siamnet.data.splits import split_by_class, split_by_example
@@ -44,7 +45,8 @@ def class_names(dataset: Dataset) -> list[str]:
 def merge_splits(dataset: Dataset, classes: Sequence[str] | None = None) -> LabeledImages:
     """The examples of `classes` (default: all) from every split of `dataset` in one
     `LabeledImages`, labelled in the order of `classes` (default: of first appearance); groups
-    are kept when every split has them. Classes are picked per split before any copy."""
+    are kept when every split has them. Classes are picked per split before any copy; images
+    kept on disk stay there (embedding reads them a batch at a time)."""
     parts = [part for part in dataset.splits.values() if part is not None]
     names = list(dict.fromkeys(classes)) if classes is not None else class_names(dataset)
     known = set(class_names(dataset))
@@ -65,12 +67,12 @@ def merge_splits(dataset: Dataset, classes: Sequence[str] | None = None) -> Labe
             images.append(part.images)
             labels.append(mapped)
         elif bool(keep.any()):
-            images.append(part.images[keep])
+            images.append(take_images(part.images, keep))
             labels.append(mapped[keep])
     if not images:
         raise DataError(f"{dataset.name}: no examples of classes {_names(names)}")
     return LabeledImages(
-        images=torch.cat(images) if len(images) > 1 else images[0],
+        images=concat_images(images),
         labels=torch.cat(labels),
         classes=names,
         groups=groups,

@@ -21,13 +21,23 @@ from siamnet.models.siamese import SiameseNet
 PIXEL_BASELINE = "nearest neighbour on raw pixels (Euclidean distance)"
 
 
+#: Images read at once from disk for their pixels.
+_READ_CHUNK = 256
+
+
 def pixel_model() -> SiameseNet:
     """A 'model' whose embedding is the image itself, scored by minus the Euclidean distance."""
     return SiameseNet(torch.nn.Identity(), DistanceHead())
 
 
 def pixel_embeddings(images: torch.Tensor) -> torch.Tensor:
-    """float32 ``[N, C·H·W]``: the pixel values of uint8 `images` ``[N, C, H, W]``."""
+    """float32 ``[N, C·H·W]``: the pixel values of uint8 `images` ``[N, C, H, W]`` (images kept
+    on disk, `siamnet.data.image_index.ImageFiles`, are read a chunk at a time)."""
+    if not isinstance(images, torch.Tensor):
+        step = _READ_CHUNK
+        return torch.cat(
+            [images[i : i + step].flatten(1).float() for i in range(0, len(images), step)]
+        )
     return images.flatten(1).float()
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from siamnet.data.class_augment import with_rotated_classes
+from siamnet.data.image_index import ImageFiles, concat_images
 from siamnet.data.in_memory import as_dataset
 from siamnet.data.labeled import LabeledImages
 from siamnet.data.splits import split_by_class, split_by_example
@@ -15,6 +16,11 @@ from siamnet.errors import ArgumentError
 from siamnet.models.backbones import is_timm_name
 from siamnet.models.pretrained import timm_normalization
 from siamnet.train.config import TrainConfig
+
+#: Images the ``standard`` normalisation's mean and std are measured on (the first ones).
+_STATS_IMAGES = 20000
+#: Images decoded at once when they are measured from disk.
+_STATS_CHUNK = 256
 
 
 @dataclass
@@ -31,10 +37,14 @@ class TrainData:
 
 def prepare_data(cfg: TrainConfig) -> TrainData:
     """Load ``--data`` (and ``--test-data``), hold out evaluation classes, split validation."""
-    dataset = as_dataset(cfg.data, cfg.image_size)
+    dataset = as_dataset(cfg.data, cfg.image_size, cache=cfg.cache)
     train = dataset.train
     given_test = cfg.test_data is not None
-    test = as_dataset(cfg.test_data, cfg.image_size).train if given_test else dataset.test
+    test = (
+        as_dataset(cfg.test_data, cfg.image_size, cache=cfg.cache).train
+        if given_test
+        else dataset.test
+    )
     notes = list(train.notes)
     unseen = None
     if cfg.eval_classes or cfg.eval_fraction:
@@ -75,7 +85,7 @@ def _concat(a: LabeledImages, b: LabeledImages) -> LabeledImages:
     """Examples of `a` and `b`, classes matched by name (b's classes must be in a)."""
     ids = torch.tensor(a.class_ids(b.classes), dtype=torch.int64)
     return LabeledImages(
-        images=torch.cat([a.images, b.images]),
+        images=concat_images([a.images, b.images]),
         labels=torch.cat([a.labels, ids[b.labels]]),
         classes=a.classes,
         groups=a.groups,
@@ -95,8 +105,27 @@ def normalization_for(cfg: TrainConfig, train: LabeledImages) -> dict[str, Any]:
     if cfg.normalize == "unit":
         return {"scale": 255.0, "mean": [0.0] * c, "std": [1.0] * c}
     if cfg.normalize == "standard":
-        x = train.images[:20000].double() / 255.0
+        if train.streamed:
+            mean, std = streamed_channel_stats(train.images, _STATS_IMAGES)
+            return {"scale": 255.0, "mean": mean, "std": std}
+        x = train.images[:_STATS_IMAGES].double() / 255.0
         mean = x.mean(dim=(0, 2, 3)).tolist()
         std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
         return {"scale": 255.0, "mean": mean, "std": std}
     raise ArgumentError(f"--normalize {cfg.normalize!r}: expected raw, unit or standard")
+
+
+def streamed_channel_stats(images: ImageFiles, limit: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (unbiased) std of the first `limit` images, in 0..1, decoded in
+    chunks so that memory holds one chunk: ``[C]`` each, std at least 1e-3."""
+    n = min(limit, len(images))
+    total = torch.zeros(images.channels, dtype=torch.float64)
+    squares = torch.zeros(images.channels, dtype=torch.float64)
+    for start in range(0, n, _STATS_CHUNK):
+        x = images.decode(torch.arange(start, min(n, start + _STATS_CHUNK))).double() / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+    count = n * images.image_size[0] * images.image_size[1]
+    mean = total / count
+    var = (squares - count * mean * mean) / max(1, count - 1)
+    return mean.tolist(), var.clamp_min(0).sqrt().clamp_min(1e-3).tolist()

@@ -60,7 +60,7 @@ from siamnet.train.rundir import (
     training_state,
     write_metrics_csv,
 )
-from siamnet.train.step import BatchMaker, train_epoch
+from siamnet.train.step import BatchFeed, BatchMaker, train_epoch
 from siamnet.train.validation import (
     finish,
     selection_ci,
@@ -154,9 +154,9 @@ def _train(
         )
     if cfg.compile:
         train_model = torch.compile(train_model)
-    images = data.train.images.to(device)
     labels = data.train.labels.to(device)
     batches = BatchMaker(cfg, data.train, objective)
+    feed = BatchFeed(cfg, data.train, batches, generators["sample"], device)
     if info.is_main:
         _announce(cfg, data, device, info)
     stop = False
@@ -168,7 +168,7 @@ def _train(
         )
         epoch_start = start = time.perf_counter()
         loss, acc, seen = train_epoch(
-            cfg, train_model, optimizer, scaler, batches, images, labels, generators, epoch, info
+            cfg, train_model, optimizer, scaler, feed, labels, generators, epoch, info
         )
         broadcast_buffers(model, info)
         loss = mean_over_ranks(loss, info, device)

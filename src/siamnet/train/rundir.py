@@ -234,7 +234,17 @@ def prepare_run_dir(cfg: TrainConfig, info: DistInfo) -> RunFolder:
 
 #: What ``--resume`` may change: how much longer the run goes on, and where and how quietly
 #: it runs. Everything else is the run's own and a differing value is refused.
-RESUME_MAY_CHANGE = ("epochs", "time_budget", "patience", "device", "workers", "quiet", "log")
+RESUME_MAY_CHANGE = (
+    "epochs",
+    "time_budget",
+    "patience",
+    "device",
+    "workers",
+    "loader_workers",
+    "cache",
+    "quiet",
+    "log",
+)
 
 
 def config_for_resume(cfg: TrainConfig) -> TrainConfig:

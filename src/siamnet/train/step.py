@@ -1,8 +1,11 @@
 """Batches and steps: the objective draws each batch and computes its loss; `train_epoch`
-runs ``--steps-per-epoch`` of them with the optimiser."""
+runs ``--steps-per-epoch`` of them with the optimiser. `BatchFeed` brings each batch's images
+to the device: from the training images held there, or decoded per batch by loader workers when
+the images stay on disk (`siamnet.data.streaming`); the batches drawn are the same."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -10,7 +13,9 @@ from torch import nn
 
 from siamnet.data.augment import batch_augmentation
 from siamnet.data.labeled import LabeledImages
+from siamnet.data.streaming import BatchDraws, batch_loader, rows_lookup
 from siamnet.distributed import DistInfo, all_true
+from siamnet.errors import ArgumentError
 from siamnet.objectives import Objective, ObjectiveSettings, get_objective
 from siamnet.progress import progress
 from siamnet.train.config import TrainConfig, TrainingError
@@ -32,6 +37,54 @@ class BatchMaker:
         return self.draw(generator)
 
 
+#: One step's input: the batch of indices, the rows its images are (None: `images` holds every
+#: training image) and the images uint8 ``[M, C, H, W]`` on the device.
+Feed = tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor]
+
+
+class BatchFeed:
+    """The batches of a run, ``steps_per_epoch`` an epoch, each drawn by `batches` from
+    `generator` in this process, with its images on `device`: the training images held in
+    memory are moved to the device once; images on disk (`LabeledImages.streamed`) are decoded
+    per batch by ``cfg.loader_workers`` processes, which decode only the rows each batch
+    names, so the run is the same either way."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        train: LabeledImages,
+        batches: BatchMaker,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        self.batches, self.generator, self.device = batches, generator, device
+        self.steps = cfg.steps_per_epoch
+        self.images: torch.Tensor | None = None
+        self.loader = None
+        if not train.streamed:
+            self.images = train.images.to(device)
+            return
+        keys = batches.objective.image_keys
+        if not keys:
+            raise ArgumentError(
+                f"objective {batches.objective.name!r} names no image_keys, so the images of "
+                "its batches cannot be read from disk; pass --cache on to hold them in memory"
+            )
+        draws = BatchDraws(batches, generator, self.steps)
+        self.loader = batch_loader(
+            train.images, keys, draws, cfg.loader_workers, pin_memory=device.type == "cuda"
+        )
+
+    def epoch(self) -> Iterator[Feed]:
+        """The ``steps_per_epoch`` batches of one epoch, in order."""
+        if self.loader is None:
+            for _ in range(self.steps):
+                yield self.batches(self.generator), None, self.images
+            return
+        for batch, rows, images in self.loader:
+            yield batch, rows.to(self.device), images.to(self.device, non_blocking=True)
+
+
 def compute_loss(
     cfg: TrainConfig,
     model: nn.Module,
@@ -40,14 +93,17 @@ def compute_loss(
     labels: torch.Tensor,
     augment: Any,
     objective: Objective | None = None,
+    rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Loss and batch accuracy of one batch by the objective (default: ``cfg.loss``'s).
-    `images` uint8 ``[N, C, H, W]`` on the device; `augment` maps a float batch to a
-    distorted one (or is None)."""
+    `images` uint8 ``[N, C, H, W]`` on the device: every training image, or with `rows`
+    (sorted int64 ``[N]``) only those rows; `augment` maps a float batch to a distorted one (or
+    is None)."""
     dev = images.device
 
     def fetch(index: torch.Tensor) -> torch.Tensor:
-        x = images.index_select(0, index.to(dev)).float()
+        at = index.to(dev) if rows is None else rows_lookup(rows, index.to(dev))
+        x = images.index_select(0, at).float()
         return augment(x) if augment is not None else x
 
     settings = ObjectiveSettings.of(cfg)
@@ -59,31 +115,34 @@ def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
-    batches: BatchMaker,
-    images: torch.Tensor,
+    feed: BatchFeed,
     labels: torch.Tensor,
     generators: dict[str, torch.Generator],
     epoch: int,
     info: DistInfo,
 ) -> tuple[float, float, int]:
-    """One epoch of `cfg.steps_per_epoch` steps; returns mean loss, mean accuracy, images seen."""
+    """One epoch of `cfg.steps_per_epoch` steps of `feed`; returns mean loss, mean accuracy,
+    images seen."""
     model.train()
-    device = images.device
+    device = feed.device
+    batches = feed.batches
     augment = batch_augmentation(cfg.augment, generators["augment"])
     total_loss = total_acc = 0.0
     running_loss = running_acc = 0.0
     seen = 0
     bar = progress(
-        range(cfg.steps_per_epoch),
+        feed.epoch(),
+        total=cfg.steps_per_epoch,
         desc=f"epoch {epoch + 1}/{cfg.epochs}",
         unit="step",
         disable=None if info.is_main and not cfg.quiet else True,
     )
-    for step in bar:
-        batch = batches(generators["sample"])
+    for step, (batch, rows, images) in enumerate(bar):
         optimizer.zero_grad(set_to_none=True)
         with autocast_context(cfg, device):
-            loss, acc = compute_loss(cfg, model, batch, images, labels, augment, batches.objective)
+            loss, acc = compute_loss(
+                cfg, model, batch, images, labels, augment, batches.objective, rows
+            )
         if not all_true(bool(torch.isfinite(loss).item()), info, device):
             raise TrainingError(
                 f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower --lr "

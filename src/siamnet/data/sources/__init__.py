@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from siamnet.data.image_index import ImageFiles
 from siamnet.data.labeled import LabeledImages
 from siamnet.errors import DataError
 
@@ -104,5 +105,7 @@ def resize_labeled(data: LabeledImages, size: tuple[int, int] | None) -> Labeled
     if size is None or data.image_size == tuple(size):
         return data
     h, w = data.image_size
+    if isinstance(data.images, ImageFiles):  # read at the new size when used
+        return replace(data, images=data.images.at_size(tuple(size)))
     note = f"resized all {len(data):,} images from {h}x{w} to {size[0]}x{size[1]} (bilinear)"
     return replace(data, images=resize_images(data.images, size), notes=(*data.notes, note))

@@ -13,33 +13,37 @@ Symlinked class folders and image files are followed (a link looping back to a f
 it is not); hidden files and folders are skipped; a folder without any image is skipped with a
 note naming it.
 
-Images are decoded on a thread pool (Pillow releases the GIL while decoding) through
-`siamnet.images.open_image` and `siamnet.images.to_8bit`, as every inference command reads them
-(EXIF orientation, transparency onto white, 16-bit and float pixels scaled), so only its
-accepted formats are opened and any failure is a `DataError` naming the file; they are kept
-grayscale when every image is grayscale, and brought to one size: `image_size` or else the most
-common.
+Loading indexes a folder, it decodes nothing: each file's size and mode come from its header
+(`siamnet.data.image_index.read_headers`), and a file that is no image of an accepted format is a
+`DataError` naming it. The images are kept grayscale when every file is grey by its mode (grey
+levels of any depth, a grey palette), else colour, and read at one size: `image_size`, or the
+size they all share, or else a square of the median of their shorter sides (at most
+`siamnet.presets.FOLDER_SIDE_CAP`), each fitted to it by `siamnet.images.read_image` (the shorter
+side scaled, the longer cropped around the centre) as every inference command reads a file.
+
+With ``cache="auto"`` (``--cache``) the images are decoded into memory, on a thread pool, when
+they take at most `siamnet.data.cache.cache_limit` bytes at that size (``on``: always; ``off``:
+never); otherwise every split holds an `siamnet.data.image_index.ImageFiles`, read per batch.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from siamnet.data.cache import check_cache, describe_limit, wants_cache
 from siamnet.data.dataset import Dataset
+from siamnet.data.image_index import Header, ImageFiles, read_headers, size_summary
 from siamnet.data.labeled import LabeledImages
-from siamnet.data.sources import require_two_classes, resize_images
+from siamnet.data.sources import require_two_classes
 from siamnet.errors import DataError
 from siamnet.images import IMAGE_SUFFIXES as _SUFFIXES
-from siamnet.images import check_image_size, hidden_name, open_image, to_8bit, walk_image_folders
-from siamnet.progress import progress
+from siamnet.images import check_image_size, hidden_name, walk_image_folders
+from siamnet.presets import FOLDER_SIDE_CAP
 
 IMAGE_SUFFIXES = tuple(sorted(_SUFFIXES))
 
@@ -55,9 +59,6 @@ SPLIT_FOLDERS = {
 }
 _OMNIGLOT_SPLITS = ("images_background", "images_evaluation")
 
-#: Images copied into the result at once (bounds the temporary copies).
-_STACK_CHUNK = 2048
-
 #: Folder names shown at most in a note.
 _NAMES_SHOWN = 10
 
@@ -67,48 +68,128 @@ _LAYOUTS = (
 )
 
 
-def load_folder(path: str | os.PathLike[str], image_size: tuple[int, int] | None = None) -> Dataset:
+def load_folder(
+    path: str | os.PathLike[str], image_size: tuple[int, int] | None = None, cache: str = "auto"
+) -> Dataset:
     """`Dataset` from a folder of images (see the module's layouts).
 
-    Every split is uint8 ``[N, C, H, W]`` with C = 1 when all its images are grayscale, else 3,
-    and ``(H, W)`` = `image_size` or the most common size among its images.
+    Every split is uint8 ``[N, C, H, W]`` with C = 1 when every file of the folder is grey,
+    else 3, at one size (`image_size` or the default of `training_size`); held in memory or
+    kept on disk as `cache` says (``auto``, ``on``, ``off``).
     """
     root = Path(path)
     if image_size is not None:
         image_size = check_image_size(image_size)
+    check_cache(cache)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     parts = _split_folders(root)
-    if not parts:
-        return Dataset(
-            str(root),
-            {"train": load_split(root, image_size)},
-            {"train": "all examples (no split folders)"},
+    folders = parts or [root]
+    indexed = [index_split(folder) for folder in folders]
+    headers = [h for split in indexed for h in split.headers]
+    size, why = training_size(headers, image_size)
+    channels = 1 if all(h.grey for h in headers) else 3
+    held = wants_cache(len(headers) * channels * size[0] * size[1], cache)
+    splits = {}
+    roles = {}
+    for folder, split in zip(folders, indexed, strict=True):
+        name, role = (
+            SPLIT_FOLDERS[folder.name] if parts else ("train", "all examples (no split folders)")
         )
-    splits: dict[str, LabeledImages | None] = {}
-    roles: dict[str, str] = {}
-    for folder in parts:
-        name, role = SPLIT_FOLDERS[folder.name]
-        splits[name] = load_split(folder, image_size)
+        splits[name] = split.labeled(channels, size, why, held, cache)
         roles[name] = role
     return Dataset(str(root), splits, roles)
 
 
-def load_split(folder: Path, image_size: tuple[int, int] | None = None) -> LabeledImages:
+def load_split(
+    folder: Path, image_size: tuple[int, int] | None = None, cache: str = "auto"
+) -> LabeledImages:
     """One folder in layout ``<class>/<image>`` or ``<alphabet>/<character>/<image>``."""
-    files, class_dirs, empty = find_images(folder)
-    classes = sorted(set(class_dirs))
-    lookup = {name: i for i, name in enumerate(classes)}
-    labels = torch.tensor([lookup[c] for c in class_dirs], dtype=torch.int64)
-    arrays = decode_images(files, desc=folder.name)
-    images, note = _stack(arrays, image_size)
-    split_classes = [c.split("/") for c in classes]
-    groups = [p[0] for p in split_classes] if all(len(p) > 1 for p in split_classes) else None
-    data = LabeledImages(images, labels, classes, groups, source=str(folder))
-    notes = tuple(n for n in (_empty_note(empty), note) if n)
-    if notes:
-        data = replace(data, notes=notes)
-    return require_two_classes(data)
+    split = index_split(folder)
+    size, why = training_size(split.headers, image_size)
+    channels = 1 if all(h.grey for h in split.headers) else 3
+    held = wants_cache(len(split.files) * channels * size[0] * size[1], check_cache(cache))
+    return split.labeled(channels, size, why, held, cache)
+
+
+class IndexedSplit:
+    """One split's files, classes and headers, before it is given a size."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.files, self.class_dirs, self.empty = find_images(folder)
+        self.headers: list[Header] = read_headers(self.files, desc=f"indexing {folder.name}")
+
+    def labeled(
+        self, channels: int, size: tuple[int, int], why: str, held: bool, cache: str = "auto"
+    ) -> LabeledImages:
+        """The split as `LabeledImages` read at `size` with `channels`; decoded into memory
+        when `held` (with a note when ``cache="auto"`` found it too large to hold)."""
+        classes = sorted(set(self.class_dirs))
+        lookup = {name: i for i, name in enumerate(classes)}
+        labels = torch.tensor([lookup[c] for c in self.class_dirs], dtype=torch.int64)
+        files = ImageFiles(self.files, channels, size)
+        images = files.decode(desc=f"decoding {self.folder.name}") if held else files
+        split_classes = [c.split("/") for c in classes]
+        groups = [p[0] for p in split_classes] if all(len(p) > 1 for p in split_classes) else None
+        data = LabeledImages(images, labels, classes, groups, source=str(self.folder))
+        notes = (
+            _empty_note(self.empty),
+            *_size_notes(self.headers, size, why),
+            _disk_note(files) if cache == "auto" and not held else None,
+        )
+        notes = tuple(n for n in notes if n)
+        if notes:
+            data = replace(data, notes=notes)
+        return require_two_classes(data)
+
+
+def index_split(folder: Path) -> IndexedSplit:
+    """The files of one split folder with their headers (nothing decoded)."""
+    return IndexedSplit(folder)
+
+
+def training_size(
+    headers: list[Header], image_size: tuple[int, int] | None = None
+) -> tuple[tuple[int, int], str]:
+    """The size ``(H, W)`` a folder's images are read at, and why: `image_size` when given,
+    else the size every image has, else a square of the median shorter side, at most
+    `FOLDER_SIDE_CAP` pixels."""
+    if image_size is not None:
+        return tuple(image_size), "--image-size"  # type: ignore[return-value]
+    sizes = {h.size for h in headers}
+    if len(sizes) == 1:
+        return next(iter(sizes)), "the size of every image"
+    side = int(np.median([min(h.size) for h in headers]))
+    if side > FOLDER_SIDE_CAP:
+        return (FOLDER_SIDE_CAP, FOLDER_SIDE_CAP), (
+            f"the median shorter side, {side}, capped at {FOLDER_SIDE_CAP}; --image-size to choose"
+        )
+    return (side, side), "the median shorter side; --image-size to choose"
+
+
+def _disk_note(files: ImageFiles) -> str:
+    """The note that a split too large to hold stays on disk, read per batch."""
+    h, w = files.image_size
+    return (
+        f"images read from disk per batch ({files.nbytes / 2**30:.2f} GB decoded at {h}x{w}; "
+        f"--cache auto holds at most {describe_limit()})"
+    )
+
+
+def _size_notes(headers: list[Header], size: tuple[int, int], why: str) -> list[str]:
+    """Notes on the sizes found (a one-line summary when they differ) and on the images
+    brought to `size`."""
+    resized = sum(h.size != tuple(size) for h in headers)
+    notes = []
+    if len({h.size for h in headers}) > 1:
+        notes.append(size_summary(headers))
+    if resized:
+        notes.append(
+            f"resized {resized:,} of {len(headers):,} images to {size[0]}x{size[1]} ({why}; "
+            "shorter side scaled, centre cropped)"
+        )
+    return notes
 
 
 # --- finding files ---------------------------------------------------------------------------
@@ -172,79 +253,3 @@ def _empty_note(empty: list[str]) -> str | None:
 
 def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not hidden_name(p.name))
-
-
-# --- decoding ----------------------------------------------------------------------------------
-def decode_images(files: list[Path], desc: str = "images") -> list[np.ndarray]:
-    """Each file as uint8 ``[H, W]`` (grayscale) or ``[H, W, 3]`` (colour), on a thread pool."""
-    workers = min(16, (os.cpu_count() or 1) + 4)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        bar = progress(pool.map(read_image, files), total=len(files), desc=desc, unit="img")
-        try:
-            return list(bar)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        finally:
-            bar.close()
-
-
-def read_image(path: Path) -> np.ndarray:
-    """uint8 ``[H, W]`` when the image is grayscale (a grey mode of any bit depth, a gray
-    palette, or RGB with equal channels), else ``[H, W, 3]``; the first frame of an animation,
-    read through `siamnet.images.to_8bit` as inference reads it. Any failure is a `DataError`
-    naming the file."""
-    with open_image(path) as img:
-        return _to_array(to_8bit(img))
-
-
-def _to_array(img: Image.Image) -> np.ndarray:
-    """A mode ``L`` or ``RGB`` image as uint8 ``[H, W]`` (grey) or ``[H, W, 3]``."""
-    if img.mode == "L":
-        return np.asarray(img)
-    rgb = np.asarray(img)
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
-        return np.ascontiguousarray(rgb[..., 0])
-    return rgb
-
-
-def _stack(
-    arrays: list[np.ndarray | None], image_size: tuple[int, int] | None
-) -> tuple[torch.Tensor, str | None]:
-    """uint8 ``[N, C, H, W]`` at one size, and a note when some images were resized.
-
-    Consumes `arrays` (each entry is dropped once copied) so that memory holds little more
-    than one copy of the images.
-    """
-    shapes = [a.shape for a in arrays]
-    color = any(len(s) == 3 for s in shapes)
-    sizes = Counter(s[:2] for s in shapes)
-    target = tuple(int(v) for v in image_size) if image_size else sizes.most_common(1)[0][0]
-    out = torch.empty((len(arrays), 3 if color else 1, *target), dtype=torch.uint8)
-    size_ids = {size: k for k, size in enumerate(sizes)}
-    size_of = np.array([size_ids[s[:2]] for s in shapes])
-    for k in range(len(size_ids)):
-        index = np.flatnonzero(size_of == k)
-        for start in range(0, len(index), _STACK_CHUNK):
-            chunk = index[start : start + _STACK_CHUNK].tolist()
-            batch = np.stack([_channels_first(arrays[i], color) for i in chunk])
-            out[torch.tensor(chunk)] = resize_images(torch.from_numpy(batch), target)
-            for i in chunk:
-                arrays[i] = None
-    resized = sum(n for size, n in sizes.items() if size != target)
-    if not resized:
-        return out, None
-    found = ", ".join(f"{h}x{w} ({n})" for (h, w), n in sizes.most_common())
-    note = (
-        f"resized {resized:,} of {len(arrays):,} images to {target[0]}x{target[1]} "
-        f"(sizes found: {found})"
-    )
-    return out, note
-
-
-def _channels_first(array: np.ndarray, color: bool) -> np.ndarray:
-    """``[H, W]`` or ``[H, W, 3]`` -> ``[C, H, W]`` with C = 3 when `color`, else 1."""
-    if array.ndim == 2:
-        array = array[None]
-        return np.repeat(array, 3, axis=0) if color else array
-    return array.transpose(2, 0, 1)
