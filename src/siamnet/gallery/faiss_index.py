@@ -202,6 +202,9 @@ def train_index(vectors: torch.Tensor, metric: str, spec: IndexSpec, seed: int =
         else:
             index = faiss.IndexIVFPQ(quantizer, d, spec.nlist, spec.m, spec.nbits, kind)
         index.nprobe = spec.nprobe
+        index.cp.min_points_per_centroid = 1  # a small gallery: no warning on stderr
+        if spec.method == "ivf-pq":
+            index.pq.cp.min_points_per_centroid = 1
         generator = torch.Generator().manual_seed(seed)
         sample = torch.randperm(count, generator=generator)[: max(spec.train_size, spec.nlist)]
         index.train(x[np.sort(sample.numpy())])
