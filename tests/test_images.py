@@ -405,3 +405,14 @@ def test_match_channels_equals_pillow_luminance_on_every_colour_tried():
     pillow = np.asarray(Image.fromarray(rgb).convert("L"))
     tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous()
     assert torch.equal(match_channels(tensor, 1)[0, 0], torch.from_numpy(pillow.copy()))
+
+
+@pytest.mark.parametrize("size", [(105, 103), (103, 105), (97, 61), (300, 299)])
+def test_a_crop_never_reaches_past_the_image(size):
+    from siamnet.images import crop_box, fit_image
+
+    for target in [(32, 32), (28, 28), (64, 48), (17, 31)]:
+        left, top, right, bottom = crop_box(size, target)
+        assert 0 <= left <= right <= size[0] and 0 <= top <= bottom <= size[1]
+        out = fit_image(Image.new("RGB", size), target)
+        assert out.size == (target[1], target[0])

@@ -428,7 +428,8 @@ def crop_box(
     width, height = image_size
     target_h, target_w = size
     scale = max(target_h / height, target_w / width)  # covers the target on both sides
-    crop_w, crop_h = target_w / scale, target_h / scale
+    # at most the image (1/scale can round a hair past a side: Pillow refuses such a box)
+    crop_w, crop_h = min(width, target_w / scale), min(height, target_h / scale)
     left, top = (width - crop_w) / 2, (height - crop_h) / 2
     return (left, top, left + crop_w, top + crop_h)
 
