@@ -72,6 +72,19 @@ def damaged_avif() -> bytes:
     return buf.getvalue().replace(b"pitm", b"xitm")
 
 
+def write_photo_folder(folder: Path) -> Path:
+    """Three classes of colour and grey photos (JPEG, PNG, RGBA PNG) of six sizes."""
+    rng = np.random.default_rng(5)
+    sizes = [(30, 40), (40, 30), (36, 36), (24, 48), (30, 40), (50, 44)]
+    for k, (h, w) in enumerate(sizes * 2):
+        path = folder / f"class{k % 3}" / f"{k}.{'jpg' if k % 2 else 'png'}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3)).astype(np.uint8))
+        image = image.convert("RGBA") if k % 4 == 2 else image.convert("L") if k == 5 else image
+        image.save(path)
+    return folder
+
+
 def write_image_folder(folder: Path) -> Path:
     for i, name in enumerate(["circle/1.png", "circle/2.png", "square/1.png", "square/2.png"]):
         write_png(folder / name, seed=i)
@@ -104,6 +117,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["truncated_idx"] = truncated
     f["count_idx"] = write_idx_folder(root / "idx_count", 6, 5, gz=False)
     f["good_images"] = write_image_folder(root / "shapes")
+    f["photos"] = write_photo_folder(root / "photos")
     corrupt = write_image_folder(root / "shapes_corrupt")
     (corrupt / "square" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     f["corrupt_images"] = corrupt
@@ -139,6 +153,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "good_csv": ("data", "info", "{good_csv}", "--json"),
     "good_idx": ("data", "info", "{good_idx}", "--json"),
     "good_images": ("data", "info", "{good_images}", "--json", "--image-size", "14x14"),
+    "photos_text": ("data", "info", "{photos}"),
+    "photos_json": ("data", "info", "{photos}", "--json"),
     "text_csv": ("data", "info", "{text_csv}"),
     "short_csv": ("data", "info", "{short_csv}"),
     "range_csv": ("data", "info", "{range_csv}"),
@@ -270,6 +286,25 @@ def test_info_of_small_files(results):
     assert images[0]["examples"] == 4 and images[0]["class_counts"] == {"circle": 2, "square": 2}
     assert (images[0]["height"], images[0]["width"]) == (14, 14)
     assert any("14x14" in note for note in images[0]["notes"])  # resized, and says so
+
+
+def test_info_of_a_photo_folder_summarises_sizes_and_modes_in_a_line(results):
+    result = results["photos_text"]
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stdout.splitlines() if line.startswith("  note")]
+    assert len(notes) == 2 and "sizes found" not in result.stdout
+    sizes = (
+        "image sizes: heights 24..50 (median 33), widths 30..48 (median 40), 5 distinct; modes: "
+        "RGB 8, RGBA 3, L 1"
+    )
+    assert " ".join(result.stdout.split()).count(sizes) == 1
+    # median shorter side of 30, 30, 36, 24, 30, 44 (each twice): 30
+    assert "images     30x30, 3 channels (colour), uint8" in result.stdout
+    assert "resized 12 of 12 images to 30x30 (the median shorter side;" in result.stdout
+    assert "memory     31.6 KB decoded; held in memory for training (--cache auto)" in result.stdout
+    info = json.loads(results["photos_json"].stdout)["splits"][0]
+    assert info["decoded_bytes"] == 12 * 3 * 30 * 30 and info["held_in_memory"]
+    assert info["pixels_measured"] == 12 and info["notes"][0] == sizes
 
 
 # --- bad input: one line, exit status 2, naming the file (and row) ----------------------------

@@ -242,7 +242,13 @@ def _pixels_text(s: dict[str, Any]) -> str:
 def _memory_text(s: dict[str, Any]) -> str:
     """How much the images take decoded, and whether training holds them (``--cache auto``)."""
     size = s["decoded_bytes"]
-    amount = f"{size / 2**30:.2f} GB" if size >= 2**30 else f"{size / 2**20:.1f} MB"
+    amount = (
+        f"{size / 2**30:.2f} GB"
+        if size >= 2**30
+        else f"{size / 2**20:.1f} MB"
+        if size >= 2**20
+        else f"{size / 2**10:.1f} KB"
+    )
     where = "held in memory" if s["held_in_memory"] else "read from disk per batch"
     return f"{amount} decoded; {where} for training (--cache auto)"
 
