@@ -1,14 +1,18 @@
 """Serving a trained model over HTTP (the optional ``serve`` extra).
 
-`create_app` builds the web application (FastAPI): ``POST /compare``, ``/classify`` and
-``/search``, ``GET /health`` and ``/info``, an OpenAPI description at ``/docs`` and a page to
-try the model at ``/``. `ModelService` holds the model, the support set and the gallery, loaded
-once, and answers requests safely from many threads; it needs no web framework.
+`create_app` builds the web application (FastAPI): ``POST /compare``, ``/embed``, ``/classify``
+and ``/search`` (several images per request), ``GET /health`` and ``/info``, an OpenAPI
+description at ``/docs`` and a page to try the model at ``/``. `ModelService` holds the model,
+the support set and the gallery, loaded once, and answers requests safely from many threads,
+embedding the images of requests that arrive together in one model call
+(`siamnet.serve.batching`); it needs no web framework.
 
 The service has no authentication. It answers only requests addressed to an allowed host name
 (loopback by default, `siamnet.serve.hosts`), caps and times the reading of each request
-(`siamnet.serve.limits`), and bounds the connections it handles (`siamnet.serve.server`); to
-expose it, put it behind a reverse proxy that authenticates.
+(`siamnet.serve.limits`), bounds the requests it handles at once and queues the rest for a
+bounded time (`siamnet.serve.admission`), and bounds open connections and answers malformed
+requests in JSON (`siamnet.serve.server`); to expose it, put it behind a reverse proxy that
+authenticates.
 """
 
 from __future__ import annotations

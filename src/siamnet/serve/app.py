@@ -259,7 +259,12 @@ def _add_routes(app: FastAPI, service: ModelService, max_upload_bytes: int) -> N
         count = top_k or k or 5
         uploads, many = _queries(image, images)
         matches = service.search_many(uploads, count)
-        head = {"top_k": count, "k": count, "threshold": service.threshold}
+        head = {
+            "top_k": count,
+            "k": count,
+            "threshold": service.threshold,
+            "search": service.search_method(),
+        }
         if many:
             return {**head, "results": [{"matches": m} for m in matches]}
         return {**head, "matches": matches[0]}

@@ -49,10 +49,19 @@ class ClassifyManyAnswer(BaseModel):
     results: list[ClassifyAnswer] = Field(description="one per uploaded image, in order")
 
 
+class SearchMethod(BaseModel):
+    method: str = Field(
+        description="exact, or the gallery's FAISS index: flat, ivf-flat, ivf-pq or hnsw"
+    )
+    nprobe: int | None = Field(None, description="IVF cells visited per query (ivf-*)")
+    ef_search: int | None = Field(None, description="candidates explored per query (hnsw)")
+
+
 class SearchAnswer(BaseModel):
     top_k: int = Field(description="items asked for per image")
     k: int = Field(description="the same as top_k (its older name)")
     threshold: float | None
+    search: SearchMethod = Field(description="how the gallery was searched")
     matches: list[Match]
 
 
@@ -64,6 +73,7 @@ class SearchManyAnswer(BaseModel):
     top_k: int = Field(description="items asked for per image")
     k: int = Field(description="the same as top_k (its older name)")
     threshold: float | None
+    search: SearchMethod = Field(description="how the gallery was searched")
     results: list[SearchResult] = Field(description="one per uploaded image, in order")
 
 
@@ -97,6 +107,7 @@ class GalleryInfo(BaseModel):
     items: int
     labelled: int
     dim: int
+    search: SearchMethod = Field(description="how the gallery is searched")
     skipped: int = Field(description="unreadable files left out at start-up")
 
 

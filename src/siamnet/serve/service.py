@@ -253,6 +253,11 @@ class ModelService:
             for row_indices, row_scores in zip(indices.tolist(), scores.tolist(), strict=True)
         ]
 
+    def search_method(self) -> dict[str, Any]:
+        """How the gallery is searched: ``method`` and, for an approximate index, ``nprobe``
+        or ``ef_search``."""
+        return self._need_gallery().searcher.describe()
+
     def support_thumbnail(self, class_index: int) -> bytes:
         """PNG of the first support image of a class (as it is on disk, at the model's size)."""
         state = self._need_support()
@@ -281,6 +286,7 @@ class ModelService:
                 "items": len(g),
                 "labelled": sum(label is not None for label in g.labels),
                 "dim": g.dim,
+                "search": self.gallery.searcher.describe(),
                 "skipped": len(self.gallery.failures),
             }
         return {
@@ -363,8 +369,9 @@ def load_support(
 def load_gallery_state(
     ckpt: Checkpoint, folder: str | os.PathLike[str], invert: bool = False
 ) -> GalleryState:
-    """A gallery folder made by ``siamnet index build`` (refused if another model made it), or
-    a folder of images embedded now (a sub-folder path is an image's label)."""
+    """A gallery folder made by ``siamnet index build`` (refused if another model made it),
+    searched by its own method (its saved FAISS index as it is, or exact), or a folder of
+    images embedded now and searched exactly (a sub-folder path is an image's label)."""
     d = Path(folder)
     if not d.is_dir():
         found = "a file" if d.exists() else "nothing there"
@@ -386,7 +393,7 @@ def load_gallery_state(
         gallery.embeddings = gallery.embeddings.to(device)
         failures = items.failures
         source = "images"
-    searcher = make_searcher(gallery, ckpt.model.head, "exact")
+    searcher = make_searcher(gallery, ckpt.model.head)  # the gallery's own method
     return GalleryState(gallery, searcher, source, failures)
 
 
