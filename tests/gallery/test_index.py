@@ -66,7 +66,8 @@ def test_a_saved_index_loads_untrained_with_the_same_neighbours(
     assert info["index"]["sha256"] == hashlib.sha256(raw).hexdigest()
 
     trained = []
-    for cls in (faiss.IndexIVFFlat, faiss.IndexIVFPQ, faiss.IndexHNSWFlat):
+    every = (faiss.IndexIVFFlat, faiss.IndexIVFPQ, faiss.IndexHNSWFlat, faiss.IndexFlat)
+    for cls in (*every, faiss.IndexFlatL2, faiss.IndexFlatIP):
         monkeypatch.setattr(cls, "train", lambda self, *a: trained.append(self))
         monkeypatch.setattr(cls, "add", lambda self, *a: trained.append(self))
     loaded = load_gallery(tmp_path / "g")
