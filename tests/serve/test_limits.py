@@ -276,6 +276,11 @@ def test_a_non_loopback_host_is_allowed_by_its_address(shape_files: ShapeFiles) 
         (["--read-timeout", "0"], "--read-timeout 0.0: expected seconds above 0"),
         (["--read-timeout", "nan"], "--read-timeout nan: expected seconds above 0"),
         (["--max-connections", "0"], "--max-connections 0: expected at least 1"),
+        (["--queue-timeout", "-1"], "--queue-timeout -1.0: expected 0 to 3600 seconds"),
+        (["--queue-timeout", "nan"], "--queue-timeout nan: expected 0 to 3600 seconds"),
+        (["--batch-window-ms", "-2"], "--batch-window-ms -2.0: expected 0 to 1000"),
+        (["--batch-window-ms", "nan"], "--batch-window-ms nan: expected 0 to 1000"),
+        (["--max-batch", "0"], "--max-batch 0: expected at least 1 image"),
     ],
 )
 def test_bad_limit_options_are_one_line_errors(
