@@ -132,9 +132,26 @@ def test_search_returns_the_top_k_gallery_items(service: Service, shape_files: S
 
 def test_openapi_description_and_docs(service: Service) -> None:
     spec = HTTP.get(service.url + "openapi.json").json()
-    for path in ("/compare", "/classify", "/search", "/health", "/info"):
+    for path in ("/compare", "/embed", "/classify", "/search", "/health", "/info"):
         assert path in spec["paths"]
     assert "multipart/form-data" in spec["paths"]["/compare"]["post"]["requestBody"]["content"]
+    parameters = {
+        path: sorted(p["name"] for p in spec["paths"][path]["post"].get("parameters", []))
+        for path in ("/compare", "/embed", "/classify", "/search")
+    }
+    assert parameters == {
+        "/compare": [],
+        "/embed": [],
+        "/classify": ["reject_below"],
+        "/search": ["k", "top_k"],
+    }
+    for path, fields in [("/embed", {"images"}), ("/classify", {"image", "images"})]:
+        body = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]
+        ref = body["schema"]["$ref"].rsplit("/", 1)[1]
+        assert set(spec["components"]["schemas"][ref]["properties"]) == fields
+    search_answer = spec["paths"]["/search"]["post"]["responses"]["200"]["content"]
+    assert "results" in json.dumps(spec["components"]["schemas"]["SearchManyAnswer"])
+    assert "SearchManyAnswer" in json.dumps(search_answer)
     docs = HTTP.get(service.url + "docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
