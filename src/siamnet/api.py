@@ -35,19 +35,24 @@ def embed(
     if isinstance(source, (str, os.PathLike)):
         source = load_checkpoint(source)
     model = model_of(source)
-    size = tuple(source.spec.image_size) if isinstance(source, Checkpoint) else None
-    pixels = as_images(images, int(model.normalizer.mean.shape[1]), size)
+    spec = source.spec if isinstance(source, Checkpoint) else None
+    size = tuple(spec.image_size) if spec is not None else None
+    resize = spec.resize if spec is not None else "crop"
+    pixels = as_images(images, int(model.normalizer.mean.shape[1]), size, resize)
     return embed_images(model, pixels, batch_size=batch_size).float().cpu()
 
 
-def as_images(images: Any, channels: int, size: tuple[int, int] | None) -> torch.Tensor:
-    """`images` as uint8 ``[N, C, H, W]`` with `channels`; files are read at `size`."""
+def as_images(
+    images: Any, channels: int, size: tuple[int, int] | None, resize: str = "crop"
+) -> torch.Tensor:
+    """`images` as uint8 ``[N, C, H, W]`` with `channels`; files are read at `size`, brought
+    to it as `resize` says (`siamnet.images.RESIZE_MODES`: the checkpoint's own)."""
     if isinstance(images, LabeledImages):
         return match_channels(images.images, channels)
     if isinstance(images, Sequence) and all(isinstance(p, (str, os.PathLike)) for p in images):
         if size is None:
             raise ArgumentError("embedding image files needs the input size: pass a checkpoint")
-        pixels, _, failures = read_images(list(images), channels, size)
+        pixels, _, failures = read_images(list(images), channels, size, resize=resize)
         if failures:
             raise DataError(failures[0][1])
         return pixels

@@ -35,9 +35,16 @@ import torch
 from siamnet import __version__
 from siamnet.errors import ArgumentError, CheckpointError
 from siamnet.fileio import save_torch
+from siamnet.images import RESIZE_MODES
 from siamnet.models.backbones import BACKBONES, is_backbone_name
 from siamnet.models.heads import HEADS
-from siamnet.models.siamese import ModelSpec, SiameseNet, build_model, unwrap
+from siamnet.models.siamese import (
+    CENTRING_STATES,
+    ModelSpec,
+    SiameseNet,
+    build_model,
+    unwrap,
+)
 from siamnet.schema import (
     Rules,
     check_fields,
@@ -117,6 +124,14 @@ MODEL_SPEC_FIELDS: Rules = {
     "normalization": ("an object with scale, mean and std", is_dict),
     "embedding_norm": ("true or false", is_bool),
     "learned_temperature": ("true or false", is_bool),
+    "resize": (
+        f"one of {', '.join(RESIZE_MODES)} (how image files are brought to image_size)",
+        lambda v: is_str(v) and v in RESIZE_MODES,
+    ),
+    "centring": (
+        f"one of {', '.join(CENTRING_STATES)} (test-time centring on the mean training embedding)",
+        lambda v: is_str(v) and v in CENTRING_STATES,
+    ),
 }
 NORMALIZATION_FIELDS: Rules = {
     "scale": ("a positive number", lambda v: is_number(v) and v > 0),

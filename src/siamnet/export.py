@@ -14,8 +14,10 @@ An export writes three files beside each other:
   ``[B, D]``, output ``score`` ``[B]``, the user-facing similarity (probability for ``l1``,
   ``-distance`` for ``euclidean``, cosine for ``cosine``) that the checkpoint's threshold
   applies to: two images are "same" when ``score >= threshold``;
-- ``OUT_STEM.json``: what a consumer needs: input channels and size, embedding size, head kind,
-  threshold, classes, the two file names and the parity figures.
+- ``OUT_STEM.json``: what a consumer needs: input channels and size, how an image file is
+  brought to that size (``input.resize``: ``crop`` or ``stretch``), embedding size, head kind,
+  test-time centring (inside the embedding network, where ``on``), threshold, classes, the two
+  file names and the parity figures.
 
 Two files rather than one combined module, so that a gallery or support set is embedded once
 and only the cheap head runs per pair. Before anything is written the exported networks are run
@@ -56,6 +58,13 @@ from siamnet.models.siamese import SiameseNet
 from siamnet.outpaths import check_output_file
 from siamnet.temps import remove_stale_temps
 
+#: How an image file becomes the exported network's input, by the checkpoint's ``resize``
+#: (the export's description says it: the network takes images at its size already).
+RESIZE_MEANS = {
+    "crop": "scale the image so that it covers height x width, keeping its aspect (bilinear), "
+    "then cut the centre",
+    "stretch": "resize the image to height x width (bilinear), aspect not kept",
+}
 FORMATS = ("onnx", "torchscript")
 #: Every format ``siamnet export`` writes: ``safetensors`` is a folder of weights and their
 #: description that every verb loads (`siamnet.sharing.save_pretrained`).
@@ -338,8 +347,9 @@ def _onnx_runner(onnxruntime: Any, model: bytes) -> Any:
 
 
 def _torchscript_runner(archive: bytes) -> Any:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # torch deprecates TorchScript (Deprecation/FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         module = torch.jit.load(io.BytesIO(archive), map_location="cpu").eval()
 
     def run(*tensors: torch.Tensor) -> torch.Tensor:
@@ -381,7 +391,10 @@ def _info(
             "dtype": "float32",
             "shape": ["batch", spec["in_channels"], *spec["image_size"]],
             "range": "raw pixel values 0..255; normalisation is inside the model",
+            "resize": spec.get("resize", "stretch"),
+            "resize_means": RESIZE_MEANS[spec.get("resize", "stretch")],
         },
+        "centring": spec.get("centring", "none"),
         "embedding_dim": dim,
         "head": head,
         "score": "higher is more similar; 'same' when score >= threshold",

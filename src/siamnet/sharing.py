@@ -301,6 +301,19 @@ def _same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
 
 
+#: How a model's image files are brought to its input size, in words (the model card).
+GEOMETRY = {
+    "crop": "shorter side resized, the centre cropped to the input's aspect",
+    "stretch": "resized to the input size (aspect not kept)",
+}
+#: Test-time centring, in words (the model card).
+CENTRING = {
+    "on": "on: embeddings minus the mean training embedding, scaled to unit length",
+    "off": "off (the mean training embedding is stored; `evaluate --centring on` measures it)",
+    "none": "none (no mean training embedding stored)",
+}
+
+
 def model_card(meta: dict[str, Any], parameters: int, name: str) -> str:
     """A short ``README.md`` for a shared model: what it is, how to use it, its figures."""
     spec = meta["model_spec"]
@@ -328,7 +341,9 @@ def model_card(meta: dict[str, Any], parameters: int, name: str) -> str:
         "|---|---|",
         f"| backbone | `{spec['model']}` ({parameters:,} parameters) |",
         f"| input | {channels} {height}×{width}, raw pixel values 0..255 |",
+        f"| image files | {GEOMETRY[spec.get('resize', 'stretch')]} |",
         f"| head | `{spec.get('head', 'euclidean')}` |",
+        f"| test-time centring | {CENTRING[spec.get('centring', 'none')]} |",
         f"| trained with | `{spec['loss']}` loss |",
         f"| threshold | {shown_threshold} (`threshold` in config.json; 'same' when the score "
         "is at least this) |",

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from siamnet.errors import ArgumentError
 from siamnet.models import ModelSpec, SiameseNet, build_head, build_model
 from siamnet.models.losses import bce_loss, contrastive_loss
 
@@ -95,3 +96,36 @@ def test_unwrap_removes_compile_and_data_parallel_wrappers_in_either_order():
     assert unwrap(net) is net
     assert unwrap(Wrapper("module", Wrapper("_orig_mod", net))) is net
     assert unwrap(Wrapper("_orig_mod", Wrapper("module", net))) is net
+
+
+def test_a_spec_without_resize_or_centring_keeps_the_old_behaviour():
+    old = ModelSpec(model="conv4", loss="contrastive").to_dict()
+    del old["resize"], old["centring"]
+    spec = ModelSpec.from_dict(old)
+    assert (spec.resize, spec.centring) == ("stretch", "none")
+    assert ModelSpec().resize == "crop"  # what a model built now records
+    model = build_model(spec)
+    assert model.embedding_mean is None and "embedding_mean" not in model.state_dict()
+
+
+def test_the_mean_embedding_is_a_buffer_saved_with_the_weights():
+    spec = ModelSpec(model="seed-cnn", loss="contrastive", centring="on", embedding_norm=True)
+    model = build_model(spec).eval()
+    assert model.centring and model.state_dict()["embedding_mean"].shape == (84,)
+    mean = torch.randn(84)
+    model.set_embedding_mean(mean)
+    x = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    raw = nn.functional.normalize(model.backbone(model.normalizer(x)), dim=-1)
+    with torch.no_grad():
+        assert torch.allclose(model.embed(x), nn.functional.normalize(raw - mean, dim=-1))
+    again = build_model(spec)
+    again.load_state_dict(model.state_dict())
+    assert torch.equal(again.embedding_mean, mean)
+    model.set_embedding_mean(None)
+    assert model.embedding_mean is None and not model.centring
+
+
+@pytest.mark.parametrize("field", ["resize", "centring"])
+def test_an_unknown_resize_or_centring_is_refused(field):
+    with pytest.raises(ArgumentError, match=rf"{field} 'sideways': expected one of"):
+        ModelSpec(**{field: "sideways"})

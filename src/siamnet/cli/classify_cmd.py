@@ -76,14 +76,16 @@ def run(args: argparse.Namespace) -> int:
 
     reject_below = finite_number(args.reject_below, "--reject-below")
     ckpt = load_checkpoint(args.checkpoint, resolve_device(args.device))
-    channels, size = ckpt.spec.in_channels, ckpt.spec.image_size
+    channels, size, resize = ckpt.spec.in_channels, ckpt.spec.image_size, ckpt.spec.resize
     images, labels, classes, paths, support_failures = read_support_folder(
-        args.support, channels, size, invert=args.invert
+        args.support, channels, size, invert=args.invert, resize=resize
     )
     report_skipped(support_failures)
     support = build_support(ckpt, images, labels, classes, paths, batch_size=args.batch_size)
     files = query_files(args.query)
-    queries, ok, query_failures = read_images(files, channels, size, args.invert, "reading queries")
+    queries, ok, query_failures = read_images(
+        files, channels, size, args.invert, "reading queries", resize=resize
+    )
     report_skipped(query_failures)
     predictions = (
         classify(ckpt, support, queries, reject_below, args.scoring, args.batch_size)

@@ -54,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     threshold = finite_number(args.threshold, "--threshold")
     ckpt = load_checkpoint(args.checkpoint, resolve_device(args.device))
     spec = ckpt.spec
-    a = read_image(args.a, spec.in_channels, spec.image_size, invert=args.invert)
-    b = read_image(args.b, spec.in_channels, spec.image_size, invert=args.invert)
+    shape = (spec.in_channels, spec.image_size)
+    a = read_image(args.a, *shape, invert=args.invert, resize=spec.resize)
+    b = read_image(args.b, *shape, invert=args.invert, resize=spec.resize)
     result = compare(ckpt, a, b, threshold=threshold)
     if args.json:
         print_json({"a": args.a, "b": args.b, "head": spec.head, **result.to_dict()})

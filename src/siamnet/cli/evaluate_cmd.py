@@ -56,6 +56,12 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=EVAL_EPISODES, help="episodes per N and K")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help="seed of the pairs and episodes")
     p.add_argument(
+        "--centring",
+        choices=("on", "off"),
+        help="measure with or without test-time centring on the mean training embedding "
+        f"(default: as the checkpoint applies it){NO_DEFAULT}",
+    )
+    p.add_argument(
         "--json",
         metavar="FILE",
         help=f"also write the report as JSON to FILE ('-': print only JSON to stdout){NO_DEFAULT}",
@@ -184,6 +190,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from siamnet.allocator import keep_freed_memory
     from siamnet.cli.report_text import format_evaluation
     from siamnet.evaluate import evaluate_checkpoint
+    from siamnet.models.siamese import centring_as
 
     ways = parse_ints("--ways", args.ways, 2)
     shots = parse_ints("--shots", args.shots, 1)
@@ -191,23 +198,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
     eval_classes = parse_name_list(args.eval_classes)
     ckpt, dataset = load_inputs(args)
     keep_freed_memory()
-    evaluation = evaluate_checkpoint(
-        ckpt,
-        dataset,
-        eval_classes=eval_classes,
-        pairs=args.pairs,
-        ways=ways,
-        shots=shots,
-        queries=args.queries,
-        episodes=args.episodes,
-        seed=args.seed,
-    )
-    report = evaluation.report
-    if args.figures:
-        from siamnet.plots.figures import evaluation_figures
+    with centring_as(ckpt.model, args.centring):  # the figures see the same embeddings
+        evaluation = evaluate_checkpoint(
+            ckpt,
+            dataset,
+            eval_classes=eval_classes,
+            pairs=args.pairs,
+            ways=ways,
+            shots=shots,
+            queries=args.queries,
+            episodes=args.episodes,
+            seed=args.seed,
+        )
+        report = evaluation.report
+        if args.figures:
+            from siamnet.plots.figures import evaluation_figures
 
-        paths = evaluation_figures(ckpt, dataset, evaluation, args.figures, seed=args.seed)
-        report["figures"] = [str(p) for p in paths]
+            paths = evaluation_figures(ckpt, dataset, evaluation, args.figures, seed=args.seed)
+            report["figures"] = [str(p) for p in paths]
     if args.json:
         write_json(args.json, report)
     if args.json != "-":

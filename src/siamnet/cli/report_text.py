@@ -13,7 +13,7 @@ def format_evaluation(report: dict[str, Any]) -> str:
     ver = report["verification"]
     lines = [
         f"checkpoint: {report['checkpoint']} ({m['backbone']} backbone, {m['head']} head, "
-        f"{m['loss']} loss)",
+        f"{m['loss']} loss{_centring(m.get('centring'))})",
         f"data: {report['data']}; evaluated on {ev['description']}, {ev['images']:,} images",
         *(f"note: {n}" for n in ev["notes"]),
         "",
@@ -95,6 +95,13 @@ def _retrieval_lines(model: dict[str, Any] | None, pixels: dict[str, Any] | None
         + (f" ({lonely:,} left out: no other image of their class)" if lonely else ""),
         *_text_table(["", *names], rows),
     ]
+
+
+def _centring(state: str | None) -> str:
+    """The report's words on test-time centring (nothing for a model that has no mean)."""
+    if state == "on":
+        return "; centred on the mean training embedding, unit length"
+    return "; not centred" if state == "off" else ""
 
 
 def format_calibration(result: dict[str, Any]) -> str:

@@ -31,6 +31,7 @@ from siamnet.evaluate.pixels import pixel_embeddings, pixel_few_shot_table, pixe
 from siamnet.evaluate.retrieval import retrieval_metrics
 from siamnet.models.embed import embed_images
 from siamnet.models.heads import HEADS
+from siamnet.models.siamese import centring_as
 from siamnet.presets import EVAL_EPISODES, EVAL_PAIRS, EVAL_SEED
 
 
@@ -82,16 +83,38 @@ def evaluate_checkpoint(
     queries: int = 1,
     episodes: int = EVAL_EPISODES,
     seed: int = EVAL_SEED,
+    centring: str | None = None,
 ) -> Evaluation:
     """Verification on `pairs` fixed pairs and N-way K-shot accuracy of a checkpoint on the
     evaluation examples `evaluation_data` picks; ``.report`` is a JSON-ready dict. `dataset`
     is a `Dataset`, or anything `siamnet.as_dataset` takes (a SPEC, arrays, `LabeledImages`).
+    `centring` (``on``/``off``) measures the model with or without test-time centring whatever
+    the checkpoint applies (None: as it applies); ``report["model"]["centring"]`` says which.
 
     >>> import siamnet
     >>> model = siamnet.load_checkpoint("runs/digits")
     >>> report = siamnet.evaluate_checkpoint(model, "digits").report
     >>> [(r["ways"], r["shots"], r["accuracy"]) for r in report["one_shot"]]
     """
+    with centring_as(ckpt.model, centring) as applied:
+        return _evaluate(
+            ckpt, dataset, eval_classes, pairs, ways, shots, queries, episodes, seed, applied
+        )
+
+
+def _evaluate(
+    ckpt: Checkpoint,
+    dataset: Dataset | Any,
+    eval_classes: Sequence[str] | None,
+    pairs: int,
+    ways: Sequence[int],
+    shots: Sequence[int],
+    queries: int,
+    episodes: int,
+    seed: int,
+    centring: str,
+) -> Evaluation:
+    """`evaluate_checkpoint` with the model's centring set to `centring` already."""
     dataset = as_dataset(dataset)
     check_compatible(ckpt, dataset)
     chosen = evaluation_data(dataset, ckpt.metadata, eval_classes)
@@ -106,6 +129,13 @@ def evaluate_checkpoint(
     emb = embed_images(model, chosen.data.images, device=device)
     left, right, target, scores = verification_pairs(model, emb, chosen.data.labels, pairs, seed)
     calibrated = (ckpt.threshold, str(ckpt.metadata.get("threshold_source") or "checkpoint"))
+    own = ckpt.metadata["model_spec"].get("centring", "none")
+    if (centring == "on") != (own == "on"):  # the threshold is for the other embeddings
+        calibrated = None
+        chosen.notes.append(
+            f"centring {centring} here, {own} in the checkpoint: its calibrated threshold was "
+            "tuned on the other embeddings and is left out"
+        )
     thresholds = {"default": default_threshold(ckpt.metadata), "calibrated": calibrated}
     verification = verification_report(
         scores, target, {name: t for name, t in thresholds.items() if t is not None}
@@ -137,6 +167,7 @@ def evaluate_checkpoint(
             "head": spec.head,
             "loss": spec.loss,
             "score": model.head.meaning,
+            "centring": centring,
         },
         "evaluation_data": {
             "description": chosen.description,

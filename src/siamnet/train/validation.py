@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from siamnet.checkpoint import load_checkpoint, update_metadata
+from siamnet.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, update_metadata
 from siamnet.data.labeled import LabeledImages
 from siamnet.evaluate import (
     EVAL_EPISODES,
@@ -23,9 +23,9 @@ from siamnet.evaluate import (
     verification_pairs,
 )
 from siamnet.fileio import atomic_write_text
-from siamnet.models.embed import embed_images
+from siamnet.models.embed import embed_images, embedding_batch_size
 from siamnet.models.siamese import SiameseNet
-from siamnet.train.config import TrainConfig
+from siamnet.train.config import TrainConfig, TrainingError
 from siamnet.train.data import TrainData
 from siamnet.train.rundir import RunState
 
@@ -113,13 +113,59 @@ def _classes_with(labels: torch.Tensor, min_count: int) -> int:
     return int((torch.bincount(labels) >= min_count).sum())
 
 
+#: Images embedded per chunk when the mean training embedding is computed: the sum is kept,
+#: never the embeddings, so memory stays that of one chunk whatever the training set's size.
+MEAN_CHUNK_BATCHES = 16
+
+
+@torch.no_grad()
+def mean_embedding(model: SiameseNet, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The mean embedding ``[D]`` (float32) of uint8 images ``[N, C, H, W]``, in eval mode
+    and in chunks, summed in float64."""
+    chunk = embedding_batch_size(tuple(images.shape[-2:]), device) * MEAN_CHUNK_BATCHES
+    total: torch.Tensor | None = None
+    for i in range(0, len(images), chunk):
+        part = embed_images(model, images[i : i + chunk], device=device).double().sum(0)
+        total = part if total is None else total + part
+    if total is None:
+        raise TrainingError("no training images to compute the mean embedding from")
+    return (total / len(images)).float()
+
+
+def store_centring(
+    cfg: TrainConfig, data: TrainData, ckpt: Checkpoint, device: torch.device
+) -> str:
+    """Compute the mean training embedding of the model of `ckpt` and store it in the file
+    with ``--centring`` (on: applied from now on, and the threshold tuned again, on the
+    validation pairs, for the centred embeddings). Returns the model's centring state; a head
+    with learned weights (``l1``) is left as it is (``none``): its weights were learned on
+    uncentred embeddings."""
+    model, meta = ckpt.model, ckpt.metadata
+    if model.head.has_weights:
+        return "none"
+    model.set_embedding_mean(None)  # a resumed run's best.pt may hold an earlier mean
+    model.set_embedding_mean(mean_embedding(model, data.train.images, device))
+    model.centring = cfg.centring == "on"
+    meta["model_spec"]["centring"] = cfg.centring
+    if model.centring:
+        emb = embed_images(model, data.val.images, device=device)
+        seed = cfg.seed + VAL_PAIRS_SEED
+        scores, target = fixed_pair_scores(model, emb, data.val.labels, cfg.val_pairs, seed)
+        meta["threshold"] = best_accuracy_threshold(scores, target)
+        meta["threshold_source"] = "best accuracy on validation pairs, centred embeddings"
+    save_checkpoint(ckpt.path, model, meta, ckpt.training)
+    return cfg.centring
+
+
 def finish(
     cfg: TrainConfig, data: TrainData, run_dir: Path, device: torch.device, state: RunState
 ) -> dict[str, Any]:
-    """Evaluate the best model on test and unseen classes with the pairs and episodes that
-    `siamnet evaluate` draws (`EVAL_SEED`), so that both give the same figures."""
+    """Store the mean training embedding in the best model (`store_centring`), then evaluate
+    it on test and unseen classes with the pairs and episodes that `siamnet evaluate` draws
+    (`EVAL_SEED`), so that both give the same figures."""
     best_path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
     ckpt = load_checkpoint(best_path, device=device)
+    centring = store_centring(cfg, data, ckpt, device)
     model = ckpt.model
     summary: dict[str, Any] = {
         "run": str(run_dir),
@@ -136,6 +182,7 @@ def finish(
         "threshold": ckpt.threshold,
         "threshold_tuned_on": threshold_origin(data.val_protocol),
         "val_protocol": data.val_protocol,
+        "centring": centring,
     }
     if data.test is not None and data.test.num_classes >= 2:
         emb = embed_images(model, data.test.images, device=device)
