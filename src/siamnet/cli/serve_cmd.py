@@ -140,6 +140,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from siamnet.infer import finite_number
+    from siamnet.progress import set_quiet
     from siamnet.serve import require_serve_extra
 
     require_serve_extra()
@@ -151,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     sock = listening_socket(args.host, args.port)  # before the model loads: fail fast
     try:
         app = _make_app(args, max_bytes, hosts)
+        set_quiet(True)  # start-up's bars are done; no bar for each request's model call
         _serve(app, sock, args.max_connections, args.read_timeout, args.access_log)
     finally:
         sock.close()

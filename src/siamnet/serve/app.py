@@ -285,10 +285,11 @@ def _add_routes(app: FastAPI, service: ModelService, max_upload_bytes: int) -> N
 
 
 def query_parameters(*names: str) -> Any:
-    """A dependency refusing query parameters other than `names`, in one line naming them."""
+    """A dependency refusing query parameters other than `names`, in one line naming them
+    (a coroutine: it runs on the event loop, with no hop to a worker thread)."""
     allowed = frozenset(names)
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:
         unknown = sorted({key for key in request.query_params if key not in allowed})
         if unknown:
             takes = ", ".join(sorted(allowed)) if allowed else "none"
