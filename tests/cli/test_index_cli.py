@@ -105,6 +105,8 @@ def test_index_options_are_checked_before_any_work(files, tmp_path):
     search = ("index", "search", out, files / "queries")
     refused(run(*search, "--exact", "--method", "rerank"), "--exact and --method rerank")
     refused(run(*search, "--method", "hnsw"), "no hnsw index", "its method is exact")
+    refused(run(*search, "--nprobe", "4"), "--nprobe 4: applies to an inverted-file", "is exact")
+    refused(run(*search, "--ef-search", "9"), "--ef-search 9: applies to an hnsw search")
 
 
 def test_a_damaged_index_file_is_refused_in_one_line(files, tmp_path):

@@ -334,6 +334,7 @@ def run_search(args: argparse.Namespace) -> int:
 
     given = _search_options(args)
     gallery = load_gallery(args.gallery)
+    _check_search_settings(args, gallery)
     ckpt = _gallery_checkpoint(args, gallery)
     device = next(ckpt.model.parameters()).device
     channels, size = ckpt.spec.in_channels, ckpt.spec.image_size
@@ -383,6 +384,23 @@ def run_search(args: argparse.Namespace) -> int:
                 score = "n/a" if m["score"] is None else f"{m['score']:.4f}"
                 print(f"  {m['rank']}.\t{score}\t{m['file']}{label}{same}")
     return 1 if failures else 0
+
+
+def _check_search_settings(args: argparse.Namespace, gallery: Any) -> None:
+    """``--nprobe`` only for an inverted-file search, ``--ef-search`` only for an hnsw one
+    (the method given, else the gallery's own)."""
+    from siamnet.errors import ArgumentError
+
+    method = "exact" if args.exact else args.method or gallery.method
+    if args.nprobe is not None and method not in ("ivf-flat", "ivf-pq", "faiss-ivf"):
+        raise ArgumentError(
+            f"--nprobe {args.nprobe}: applies to an inverted-file search (ivf-flat, ivf-pq, "
+            f"faiss-ivf); this one is {method}"
+        )
+    if args.ef_search is not None and method != "hnsw":
+        raise ArgumentError(
+            f"--ef-search {args.ef_search}: applies to an hnsw search; this one is {method}"
+        )
 
 
 def _search_options(args: argparse.Namespace) -> float | None:

@@ -28,8 +28,9 @@ _POLL_S = 0.05
 
 
 def lock_path(gallery: str | os.PathLike[str]) -> Path:
-    """The lock file of gallery folder `gallery`: ``.NAME.siamnet-lock`` beside it."""
-    d = Path(os.path.abspath(gallery))
+    """The lock file of gallery folder `gallery`: ``.NAME.siamnet-lock`` beside it (beside
+    the folder a link points to, which is the one replaced)."""
+    d = Path(gallery).resolve()
     return d.parent / f".{d.name}.siamnet-lock"
 
 
