@@ -255,3 +255,32 @@ def test_writers_take_turns(tmp_path):
     assert len(order) == 8
     assert all(order[i].split()[0] == order[i + 1].split()[0] for i in range(0, 8, 2))
     assert not lock_path(g).exists()
+
+
+def test_a_gallery_read_for_its_index_alone(ckpt, tmp_path):
+    """Without embeddings, an indexed gallery is read without embeddings.pt and searched by its
+    index with the same answers; exact search and saving say they need the embeddings; adding
+    reads the gallery whole."""
+    head = ckpt.model.head
+    images, labels = shape_set(6, seed=531)
+    named = [SHAPES[i] for i in labels]
+    names = [f"s{i}" for i in range(len(images))]
+    spec = IndexSpec("ivf-flat", nlist=2, nprobe=1)
+    build_gallery(ckpt, images, named, names, tmp_path / "g", index=spec)
+    q = embed_images(ckpt.model, draw_shapes(torch.tensor([0, 1, 2, 3]), seed=532))
+    whole = load_gallery(tmp_path / "g")
+    light = load_gallery(tmp_path / "g", embeddings=False)
+    assert whole.whole and not light.whole and light.embeddings.is_meta
+    assert (len(light), light.dim) == (len(whole), whole.dim) == (24, 84)
+    found = make_searcher(light, head).search(q, 5)
+    want = make_searcher(whole, head).search(q, 5)
+    assert torch.equal(found[0], want[0])
+    with pytest.raises(ArgumentError, match="exact search needs the gallery's embeddings"):
+        make_searcher(light, head, "exact")
+    with pytest.raises(ArgumentError, match="saving needs the gallery's embeddings"):
+        save_gallery(light, tmp_path / "other")
+    merged = add_to_gallery(light, ckpt, draw_shapes(torch.tensor([1]), seed=533), ["x"], ["n"])
+    assert len(merged) == 25 and merged.whole and load_gallery(tmp_path / "g").index.ntotal == 25
+    exact_gallery = tmp_path / "plain"
+    build_gallery(ckpt, images, named, names, exact_gallery)
+    assert load_gallery(exact_gallery, embeddings=False).whole  # no index: read whole

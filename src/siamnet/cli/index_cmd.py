@@ -75,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "search",
         "The gallery items nearest each query image, by the model's own score.",
         "siamnet index search gallery/ query.png --top-k 5\n"
+        "  siamnet index search gallery/ queries/ --exact --json   # compare with its index\n"
         "  siamnet index search gallery/ queries/ --method faiss --json",
     )
     s.add_argument("gallery", metavar="GALLERY", help="a folder made by 'index build'")
@@ -333,7 +334,8 @@ def run_search(args: argparse.Namespace) -> int:
     from siamnet.models.embed import embed_images
 
     given = _search_options(args)
-    gallery = load_gallery(args.gallery)
+    # searching by the gallery's own index alone needs no embeddings.pt
+    gallery = load_gallery(args.gallery, embeddings=args.exact or args.method is not None)
     _check_search_settings(args, gallery)
     ckpt = _gallery_checkpoint(args, gallery)
     device = next(ckpt.model.parameters()).device

@@ -290,6 +290,7 @@ def make_searcher(
         if gallery.index is not None:
             return IndexSearch(gallery, h, **options)
         method = "exact"
+    gallery.need_whole(f"{method} search")
     if method == "exact":
         return ExactSearch(gallery.embeddings, h, **options)
     if method == "rerank":

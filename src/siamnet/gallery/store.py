@@ -46,7 +46,7 @@ import torch
 
 from siamnet import __version__
 from siamnet.checkpoint import Checkpoint
-from siamnet.errors import CheckpointError, DataError
+from siamnet.errors import ArgumentError, CheckpointError, DataError
 from siamnet.fileio import atomic_folder, torch_bytes, write_file
 from siamnet.gallery.faiss_index import (
     INDEX_FILE,
@@ -177,6 +177,19 @@ class Gallery:
     index: Any | None = None
     index_record: dict[str, Any] | None = None
     info_sha256: str | None = None  # of gallery.json as read or written
+
+    @property
+    def whole(self) -> bool:
+        """Whether the embeddings were read (see `load_gallery`'s `embeddings`)."""
+        return self.embeddings.device.type != "meta"
+
+    def need_whole(self, what: str) -> None:
+        """Raise `ArgumentError` naming `what` if the embeddings were not read."""
+        if not self.whole:
+            raise ArgumentError(
+                f"{self.path}: {what} needs the gallery's embeddings; it was read for its index "
+                "alone (load_gallery(..., embeddings=True))"
+            )
 
     @property
     def method(self) -> str:
@@ -418,8 +431,11 @@ def add_items_to_gallery(
     append them (and to its index, never retrained); a gallery loaded from (or given as) a
     folder is rewritten there under its lock, re-read first if another writer changed it.
     Returns the gallery and what was added. A different checkpoint is refused."""
+    if isinstance(gallery, Gallery) and not gallery.whole and gallery.path is not None:
+        gallery = gallery.path  # read for its index alone: read it whole
     g = gallery if isinstance(gallery, Gallery) else load_gallery(gallery)
     g.check_model(source)
+    g.need_whole("adding")
     model = model_of(source)
     got = embed_items(model, chunks, g.held(), batch_size)
     if g.path is None:
@@ -494,6 +510,7 @@ def save_gallery(gallery: Gallery, folder: str | os.PathLike[str]) -> None:
     left writing FILE``, and leaves the old gallery as it was.
     """
     d = Path(folder)
+    gallery.need_whole("saving")
     if d.exists() and not d.is_dir():
         raise DataError(f"{d}: expected a gallery folder, found a file")
     remove_stale_temps(d.parent)
@@ -531,10 +548,17 @@ def _put_back_interrupted(d: Path) -> None:
         )
 
 
-def load_gallery(folder: str | os.PathLike[str], device: torch.device | str = "cpu") -> Gallery:
+def load_gallery(
+    folder: str | os.PathLike[str], device: torch.device | str = "cpu", embeddings: bool = True
+) -> Gallery:
     """Read a gallery folder; never executes code from it. A gallery whose files do not match
     each other (sha256, count, size) or whose description has a field of the wrong type is
-    refused with one line naming the file and the field."""
+    refused with one line naming the file and the field.
+
+    Without `embeddings`, a gallery with a FAISS index that searches alone (any head but
+    ``l1``) is read without ``embeddings.pt``: its `Gallery.embeddings` is a ``meta`` tensor
+    of the right shape (no data), enough for `make_searcher`'s own method; exact search,
+    adding and saving need the gallery read whole."""
     d = Path(folder)
     _put_back_interrupted(d)
     info_file, emb_file = d / INFO_FILE, d / EMBEDDINGS_FILE
@@ -555,10 +579,40 @@ def load_gallery(folder: str | os.PathLike[str], device: torch.device | str = "c
         )
     info, info_sha256 = _read_info(info_file)
     count, dim = info["count"], info["dim"]
+    needed = embeddings or "index" not in info or info["index"].get("metric") == "l1"
+    if needed:
+        vectors, content = _load_embeddings(emb_file, info)
+    else:  # the index is searched alone: embeddings.pt is not read
+        vectors, content = torch.empty(count, dim, device="meta"), None
+    index = _read_saved_index(d, info, count) if "index" in info else None
+    known = {"format", "format_version", "siamnet_version", "count", "dim", "head", "checkpoint"}
+    known |= {"labels", "files", "embeddings_sha256", "index"}
+    return Gallery(
+        embeddings=vectors.to(device) if needed else vectors,
+        labels=info["labels"],
+        files=info["files"],
+        head=info["head"],
+        checkpoint=dict(info["checkpoint"]),
+        path=d,
+        extra={k: v for k, v in info.items() if k not in known},
+        content=content,
+        index=index,
+        index_record={k: v for k, v in info["index"].items() if k != "sha256"} if index else None,
+        info_sha256=info_sha256,
+    )
+
+
+def _load_embeddings(
+    emb_file: Path, info: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``embeddings.pt``'s embeddings and content hashes, checked against ``gallery.json``."""
+    count, dim = info["count"], info["dim"]
     try:
         raw = emb_file.read_bytes()
     except FileNotFoundError as exc:
-        raise CheckpointError(f"{d}: damaged gallery, {EMBEDDINGS_FILE} is missing") from exc
+        raise CheckpointError(
+            f"{emb_file.parent}: damaged gallery, {EMBEDDINGS_FILE} is missing"
+        ) from exc
     check_companion_sha256(
         emb_file,
         raw,
@@ -578,22 +632,7 @@ def load_gallery(folder: str | os.PathLike[str], device: torch.device | str = "c
             f"{emb_file}: expected content hashes uint8 [{count}, {CONTENT_BYTES}], found "
             f"{describe(content)}; rebuild the gallery with 'siamnet index build --overwrite'"
         )
-    index = _read_saved_index(d, info, count) if "index" in info else None
-    known = {"format", "format_version", "siamnet_version", "count", "dim", "head", "checkpoint"}
-    known |= {"labels", "files", "embeddings_sha256", "index"}
-    return Gallery(
-        embeddings=embeddings.to(device),
-        labels=info["labels"],
-        files=info["files"],
-        head=info["head"],
-        checkpoint=dict(info["checkpoint"]),
-        path=d,
-        extra={k: v for k, v in info.items() if k not in known},
-        content=content,
-        index=index,
-        index_record={k: v for k, v in info["index"].items() if k != "sha256"} if index else None,
-        info_sha256=info_sha256,
-    )
+    return embeddings, content
 
 
 def _read_saved_index(d: Path, info: dict[str, Any], count: int) -> Any:
