@@ -158,7 +158,7 @@ def _train(
     batches = BatchMaker(cfg, data.train, objective)
     feed = BatchFeed(cfg, data.train, batches, generators["sample"], device)
     if info.is_main:
-        _announce(cfg, data, device, info)
+        _announce(cfg, data, device, info, model.spec.model)
     stop = False
     wall_start, wall_before = time.perf_counter(), state.wall_seconds
     while state.epoch < cfg.epochs and not stop:
@@ -294,22 +294,22 @@ def ranks_in_sync(model: nn.Module, info: DistInfo, device: torch.device) -> boo
     return all_true(bool(torch.equal(flat, reference)), info, device)
 
 
-def _announce(cfg: TrainConfig, data: TrainData, device: torch.device, info: DistInfo) -> None:
+def _announce(
+    cfg: TrainConfig, data: TrainData, device: torch.device, info: DistInfo, model: str
+) -> None:
+    """The run's first line on stderr; `model` is the backbone as built (the default recipe's
+    conv4-map is conv4-pool on photographs)."""
     if cfg.quiet:
         return
     unseen = f", {data.unseen.num_classes} unseen classes held out" if data.unseen else ""
     print(
-        f"training {model_label(cfg)}/{cfg.loss} on {data_label(cfg, data)}: "
+        f"training {model}/{cfg.loss} on {data_label(cfg, data)}: "
         f"{len(data.train)} images of "
         f"{data.train.num_classes} classes{unseen}; validation: {data.val_protocol}; "
         f"device {device}" + (f" × {info.world_size} processes" if info.enabled else ""),
         file=sys.stderr,
         flush=True,
     )
-
-
-def model_label(cfg: TrainConfig) -> str:
-    return cfg.model if isinstance(cfg.model, str) else type(cfg.model).__name__
 
 
 def data_label(cfg: TrainConfig, data: TrainData) -> str:
