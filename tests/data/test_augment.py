@@ -223,3 +223,20 @@ def test_bad_photo_ranges_are_argument_errors(kwargs):
         PhotoRanges(**kwargs)
     with pytest.raises(ArgumentError, match="expected none, affine or photo"):
         batch_augmentation("colour", torch.Generator())
+
+
+@pytest.mark.parametrize("augment", ["affine", "photo"])
+def test_parameters_drawn_on_the_cpu_serve_images_on_another_device(augment):
+    """Images on the meta device (shapes only) stand for a GPU's: every tensor the warp and the
+    jitter combine must be moved to the images' device."""
+    images = torch.empty(4, 3, 16, 16, device="meta")
+    out = batch_augmentation(augment, torch.Generator().manual_seed(0))(images)
+    assert out.device.type == "meta" and out.shape == images.shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_photo_on_cuda_with_a_cpu_generator_matches_the_cpu_result():
+    images = torch.rand(8, 3, 16, 16) * 255
+    on_cpu = random_photo(images, torch.Generator().manual_seed(0))
+    on_cuda = random_photo(images.cuda(), torch.Generator().manual_seed(0))
+    assert on_cuda.is_cuda and torch.allclose(on_cuda.cpu(), on_cpu, atol=1e-2)

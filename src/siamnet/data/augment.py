@@ -212,7 +212,8 @@ def resized_crops(
 ) -> torch.Tensor:
     """Each image's box (``corner [B, 2]``, ``box [B, 2]``: x, y pixels) resized to the whole
     image, mirrored left-right where ``flip [B]`` is true: one ``affine_grid`` + bilinear
-    ``grid_sample`` for the batch. ``[B, C, H, W]`` float -> the same shape."""
+    ``grid_sample`` for the batch. ``[B, C, H, W]`` float -> the same shape. The boxes may live
+    on another device than the images (the generator's): the matrices are moved."""
     b, c, h, w = images.shape
     full = torch.tensor([w, h], dtype=box.dtype, device=box.device)
     half = box / full  # the box's half-size in normalised units (the image spans [-1, 1])
@@ -322,7 +323,7 @@ def random_photo(
         return (1 - spread + column * 2 * spread).to(images.device, torch.float32)
 
     work = images.float() if not images.dtype.is_floating_point else images
-    x = resized_crops(work / 255.0, corner.float(), box.float(), flip.to(images.device))
+    x = resized_crops(work / 255.0, corner.float(), box.float(), flip)
     x = jitter_colour(
         x,
         factor(u[:, 5], ranges.brightness),
