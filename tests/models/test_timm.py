@@ -30,6 +30,8 @@ from siamnet.train.data import TrainData
 from siamnet.train.model import build_training_model, freeze_batch_norm
 from siamnet.train.optim import build_optimizer
 
+from helpers import refused, siamnet
+
 TINY = "timm:test_resnet"  # 0.4 M parameters, 96-d features
 
 
@@ -274,3 +276,27 @@ def test_conv4_pool_is_conv4_map_at_28_pixels():
         for size in (64, 97):
             net = build_backbone("conv4-pool", 3, (size, size)).eval()
             assert net(torch.rand(1, 3, size, size)).shape == (1, 576)
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_train_refuses_in_one_line_before_writing(tmp_path):
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "TORCH_HOME": str(tmp_path / "torch")}
+    out = tmp_path / "run"
+    refused(
+        siamnet("train", "--model", TINY, "--pretrained", "--out", out, env=env),
+        f"--pretrained: no weights for {TINY} on this machine",
+        str(tmp_path / "hub" / "models--timm--test_resnet.r160_in1k"),
+        "--pretrained PATH",
+    )
+    refused(
+        siamnet("train", "--model", TINY, "--pretrained", tmp_path / "none.pt", "--out", out),
+        f"--pretrained {tmp_path / 'none.pt'}: no such weight file",
+    )
+    refused(siamnet("train", "--model", "timm:no_such_net", "--out", out), "timm has no model")
+    refused(
+        siamnet("train", "--model", TINY, "--backbone-lr-factor", "-1", "--out", out),
+        "--backbone-lr-factor -1.0",
+    )
+    assert not out.exists()
