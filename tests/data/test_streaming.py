@@ -22,6 +22,7 @@ from siamnet.data.streaming import BatchDraws, batch_loader
 from siamnet.errors import DataError
 from siamnet.images import read_image
 from siamnet.train import TrainConfig, fit
+from siamnet.train.data import held_when_it_fits
 
 from helpers import ENV, SIAMNET
 
@@ -92,6 +93,12 @@ def test_cache_auto_holds_a_set_under_the_limit_and_streams_a_larger_one(photos,
     assert data.streamed
     assert data.notes[-1].startswith("images read from disk per batch (0.00 GB decoded at 26x26")
     assert not load_folder(photos, cache="on").train.streamed
+    monkeypatch.setattr(cache_module, "CACHE_LIMIT_GB", 20_000 / 2**30)  # 48 KB do not fit
+    data = load_folder(photos).train
+    few = data.subset(torch.arange(5))  # 10 KB do
+    assert data.streamed and not held_when_it_fits(few, "auto").streamed
+    assert torch.equal(held_when_it_fits(few, "auto").images, few.images.decode())
+    assert held_when_it_fits(few, "off").streamed and held_when_it_fits(data, "auto").streamed
     with pytest.raises(Exception, match=r"--cache 'sometimes': expected one of auto, on, off"):
         load_folder(photos, cache="sometimes")
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
+from siamnet.data.cache import wants_cache
 from siamnet.data.class_augment import with_rotated_classes
 from siamnet.data.image_index import ImageFiles, concat_images
 from siamnet.data.in_memory import as_dataset
@@ -19,6 +20,8 @@ from siamnet.train.config import TrainConfig
 
 #: Images the ``standard`` normalisation's mean and std are measured on (the first ones).
 _STATS_IMAGES = 20000
+#: Images read from disk to measure them, spread evenly over the training set.
+_STATS_STREAMED = 2000
 #: Images decoded at once when they are measured from disk.
 _STATS_CHUNK = 256
 
@@ -71,6 +74,7 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
     else:
         train, val = split_by_example(train, cfg.val_fraction, seed=cfg.seed)
         protocol = "held-out examples of training classes"
+    val = held_when_it_fits(val, cfg.cache)  # embedded every epoch
     rotate = cfg.rotate_classes
     if rotate == "auto":  # the default: as new classes where there are many (Omniglot's
         # practice); on a few classes (digits: 0 and 1 turned 180° look the same) it hurt
@@ -79,6 +83,15 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
         train = with_rotated_classes(train)
         notes.append(f"training classes ×4 by 90° rotations: {train.num_classes} classes")
     return TrainData(train, val, protocol, test, unseen, notes)
+
+
+def held_when_it_fits(data: LabeledImages, cache: str) -> LabeledImages:
+    """`data` with its images decoded into memory when they are on disk and, alone, fit under
+    ``--cache auto``'s limit (a validation split, read every epoch, of a folder too large to
+    hold whole); as it is otherwise."""
+    if not data.streamed or cache != "auto" or not wants_cache(data.images.nbytes, "auto"):
+        return data
+    return replace(data, images=data.images.decode(desc="decoding validation images"))
 
 
 def _concat(a: LabeledImages, b: LabeledImages) -> LabeledImages:
@@ -106,7 +119,7 @@ def normalization_for(cfg: TrainConfig, train: LabeledImages) -> dict[str, Any]:
         return {"scale": 255.0, "mean": [0.0] * c, "std": [1.0] * c}
     if cfg.normalize == "standard":
         if train.streamed:
-            mean, std = streamed_channel_stats(train.images, _STATS_IMAGES)
+            mean, std = streamed_channel_stats(train.images, _STATS_STREAMED)
             return {"scale": 255.0, "mean": mean, "std": std}
         x = train.images[:_STATS_IMAGES].double() / 255.0
         mean = x.mean(dim=(0, 2, 3)).tolist()
@@ -115,17 +128,19 @@ def normalization_for(cfg: TrainConfig, train: LabeledImages) -> dict[str, Any]:
     raise ArgumentError(f"--normalize {cfg.normalize!r}: expected raw, unit or standard")
 
 
-def streamed_channel_stats(images: ImageFiles, limit: int) -> tuple[list[float], list[float]]:
-    """Per-channel mean and (unbiased) std of the first `limit` images, in 0..1, decoded in
-    chunks so that memory holds one chunk: ``[C]`` each, std at least 1e-3."""
-    n = min(limit, len(images))
+def streamed_channel_stats(images: ImageFiles, count: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (unbiased) std, in 0..1, of `count` images spread evenly over
+    `images`, decoded in chunks so that memory holds one chunk: ``[C]`` each, std at least
+    1e-3."""
+    n = min(count, len(images))
+    chosen = torch.linspace(0, len(images) - 1, n).round().long()
     total = torch.zeros(images.channels, dtype=torch.float64)
     squares = torch.zeros(images.channels, dtype=torch.float64)
     for start in range(0, n, _STATS_CHUNK):
-        x = images.decode(torch.arange(start, min(n, start + _STATS_CHUNK))).double() / 255.0
+        x = images.decode(chosen[start : start + _STATS_CHUNK]).double() / 255.0
         total += x.sum(dim=(0, 2, 3))
         squares += (x * x).sum(dim=(0, 2, 3))
-    count = n * images.image_size[0] * images.image_size[1]
-    mean = total / count
-    var = (squares - count * mean * mean) / max(1, count - 1)
+    pixels = n * images.image_size[0] * images.image_size[1]
+    mean = total / pixels
+    var = (squares - pixels * mean * mean) / max(1, pixels - 1)
     return mean.tolist(), var.clamp_min(0).sqrt().clamp_min(1e-3).tolist()

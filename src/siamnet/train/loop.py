@@ -306,7 +306,13 @@ def _announce(
         f"training {model}/{cfg.loss} on {data_label(cfg, data)}: "
         f"{len(data.train)} images of "
         f"{data.train.num_classes} classes{unseen}; validation: {data.val_protocol}; "
-        f"device {device}" + (f" × {info.world_size} processes" if info.enabled else ""),
+        f"device {device}"
+        + (f" × {info.world_size} processes" if info.enabled else "")
+        + (
+            f"; images read from disk per batch by {cfg.loader_workers} loader workers"
+            if data.train.streamed
+            else ""
+        ),
         file=sys.stderr,
         flush=True,
     )
