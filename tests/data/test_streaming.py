@@ -20,7 +20,11 @@ from siamnet.data.image_index import ImageFiles, concat_images, read_header
 from siamnet.data.sources.folder_source import load_folder
 from siamnet.data.streaming import BatchDraws, batch_loader
 from siamnet.errors import DataError
+from siamnet.evaluate.data import merge_splits
+from siamnet.evaluate.pixels import pixel_embeddings
 from siamnet.images import read_image
+from siamnet.models.embed import embed_images
+from siamnet.models.siamese import ModelSpec, build_model
 from siamnet.train import TrainConfig, fit
 from siamnet.train.data import held_when_it_fits
 
@@ -188,3 +192,19 @@ def test_worker_streamed_training_resumes_bit_exact(photos, tmp_path):
     a = read_checkpoint_payload(tmp_path / "full" / "last.pt")["model"]
     b = read_checkpoint_payload(tmp_path / "part" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_evaluation_merges_splits_on_disk_and_embeds_them_a_chunk_at_a_time(tmp_path):
+    for split in ("train", "test"):
+        make_photo_folder(tmp_path / "p" / split, classes=3, per_class=4, seed=len(split))
+    off = load_folder(tmp_path / "p", cache="off", image_size=(16, 16))
+    on = load_folder(tmp_path / "p", cache="on", image_size=(16, 16))
+    merged = merge_splits(off, ["class02", "class00"])
+    assert merged.streamed and len(merged) == 16
+    assert torch.equal(merged.images.decode(), merge_splits(on, ["class02", "class00"]).images)
+    torch.manual_seed(0)
+    spec = ModelSpec(model="conv4", loss="contrastive", image_size=(16, 16), in_channels=3)
+    model = build_model(spec).eval()
+    streamed = embed_images(model, merged.images, batch_size=5)
+    assert torch.equal(streamed, embed_images(model, merged.images.decode(), batch_size=5))
+    assert torch.equal(pixel_embeddings(merged.images), merged.images.decode().flatten(1).float())
