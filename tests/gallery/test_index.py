@@ -284,3 +284,26 @@ def test_a_gallery_read_for_its_index_alone(ckpt, tmp_path):
     exact_gallery = tmp_path / "plain"
     build_gallery(ckpt, images, named, names, exact_gallery)
     assert load_gallery(exact_gallery, embeddings=False).whole  # no index: read whole
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda info: info.update(index="ivf"), "field index: expected an object"),
+        (lambda info: info["index"].update(method="annoy"), "field index.method: expected one of"),
+        (lambda info: info["index"].update(nprobe=0), "field index.nprobe: expected a positive"),
+        (lambda info: info["index"].pop("sha256"), "field index.sha256 is missing"),
+    ],
+)
+def test_an_index_description_of_the_wrong_type_is_one_line(tmp_path, change, message):
+    gallery, _ = vectors_gallery(n=100, seed=6)
+    save_gallery(
+        with_index(gallery, DistanceHead(), IndexSpec("ivf-flat", nlist=2)), tmp_path / "g"
+    )
+    info_file = tmp_path / "g" / "gallery.json"
+    info = json.loads(info_file.read_text())
+    change(info)
+    info_file.write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_gallery(tmp_path / "g")
+    assert str(info_file) in str(err.value) and "\n" not in str(err.value)
