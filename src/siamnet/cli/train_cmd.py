@@ -15,7 +15,14 @@ from siamnet.cli.common import (
     parse_name_list,
     print_json,
 )
-from siamnet.presets import CACHE_LIMIT_GB, CHOICES, PRESETS, RUN_DEFAULTS
+from siamnet.presets import (
+    CACHE_LIMIT_GB,
+    CHOICES,
+    PHOTO_MIN_SIDE,
+    PHOTO_MODEL,
+    PRESETS,
+    RUN_DEFAULTS,
+)
 
 
 class RegistryNames:
@@ -92,7 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         choices=BACKBONE_NAMES,
         metavar="NAME",
-        help=f"the backbone: %(choices)s (default recipe: {PRESETS['default']['model']})",
+        help=f"the backbone: %(choices)s (default recipe: {PRESETS['default']['model']}; "
+        f"{PHOTO_MODEL} on photographs, see --photo)",
     )
     m.add_argument(
         "--pretrained",
@@ -120,9 +128,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument(
         "--photo",
         action=argparse.BooleanOptionalAction,
-        help="unit-length embeddings, softmax temperature starting at 1/8 (by default on for "
-        "colour images or images over 32 px, where the default recipe also trains conv4-pool "
-        "in place of conv4-map; see siamnet/presets.py)",
+        help="unit-length embeddings, softmax temperature starting at 1/8 (by default, unless "
+        f"--model is given, on for colour images or images over {PHOTO_MIN_SIDE} px, with "
+        f"{PHOTO_MODEL} in place of {PRESETS['default']['model']}; see siamnet/presets.py)",
     )
     m.add_argument(
         "--loss",
