@@ -67,3 +67,28 @@ def test_export_describes_the_geometry(files, tmp_path):
     export_model(ckpt, "torchscript", tmp_path / "m.pt")
     info = json.loads((tmp_path / "m.json").read_text())
     assert info["input"]["resize"] == "stretch" and info["centring"] == "none"
+
+
+@pytest.mark.parametrize(("name", "cropped"), [("new.pt", True), ("old.pt", False)])
+def test_index_and_the_service_read_files_with_the_checkpoint_geometry(
+    files, tmp_path, name, cropped
+):
+    from siamnet.serve.service import load_support
+
+    data = tmp_path / "data" / "cross"
+    data.mkdir(parents=True)
+    (data / "wide.png").write_bytes((files / "wide.png").read_bytes())
+    gallery = tmp_path / "gallery"
+    built = run_siamnet(
+        "index", "build", files / name, "--data", tmp_path / "data", "--out", gallery
+    )
+    assert built.returncode == 0, built.stderr
+    done = run_siamnet("index", "search", gallery, files / "centre.png", "--top-k", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    match = json.loads(done.stdout)["results"][0]["matches"][0]
+    # the same image: distance 0 up to the search's rounding (it expands |a - b|²)
+    assert (match["score"] > -0.01) is cropped and (match["score"] < -0.05) is not cropped
+    ckpt = load_checkpoint(files / name)
+    support = load_support(ckpt, tmp_path / "data").support
+    centre = siamnet.embed(ckpt, [files / "centre.png"])
+    assert torch.allclose(support.embeddings.cpu(), centre, atol=1e-6) is cropped

@@ -228,8 +228,11 @@ def _data_chunks(args: argparse.Namespace, ckpt: Any) -> Any:
     and size (each source is listed and checked now, read when the chunks are)."""
     from siamnet.gallery import iter_gallery_items
 
-    channels, size = ckpt.spec.in_channels, ckpt.spec.image_size
-    sources = [iter_gallery_items(d, channels, size, args.invert, args.split) for d in args.data]
+    channels, size, resize = ckpt.spec.in_channels, ckpt.spec.image_size, ckpt.spec.resize
+    sources = [
+        iter_gallery_items(d, channels, size, args.invert, args.split, resize=resize)
+        for d in args.data
+    ]
     return itertools.chain.from_iterable(sources)
 
 
@@ -341,7 +344,9 @@ def run_search(args: argparse.Namespace) -> int:
     device = next(ckpt.model.parameters()).device
     channels, size = ckpt.spec.in_channels, ckpt.spec.image_size
     files = query_files(args.queries)
-    images, ok, failures = read_images(files, channels, size, args.invert, "reading queries")
+    images, ok, failures = read_images(
+        files, channels, size, args.invert, "reading queries", resize=ckpt.spec.resize
+    )
     report_skipped(failures)
     has_threshold = given is not None or ckpt.metadata.get("threshold") is not None
     threshold = threshold_of(ckpt, given) if has_threshold else None

@@ -37,10 +37,11 @@ def read_gallery_items(
     size: tuple[int, int],
     invert: bool = False,
     split: str | None = None,
+    resize: str = "crop",
 ) -> GalleryItems:
     """Images from a folder, an image file or a data SPEC, at the model's channels and size,
     all at once (`iter_gallery_items` reads them a chunk at a time)."""
-    parts = list(iter_gallery_items(source, channels, size, invert, split))
+    parts = list(iter_gallery_items(source, channels, size, invert, split, resize=resize))
     return GalleryItems(
         images=torch.cat([p.images for p in parts]),
         labels=[label for p in parts for label in p.labels],
@@ -56,9 +57,11 @@ def iter_gallery_items(
     invert: bool = False,
     split: str | None = None,
     chunk: int | None = None,
+    resize: str = "crop",
 ) -> Iterator[GalleryItems]:
     """Images from a folder, an image file or a data SPEC, `chunk` at a time (default:
-    `siamnet.models.embed.chunk_length`), at the model's channels and size.
+    `siamnet.models.embed.chunk_length`), at the model's channels and size (image files
+    brought to it as `resize` says: the checkpoint's ``spec.resize``).
 
     A folder is read recursively; an image in a sub-folder is labelled by its sub-folder path
     (``Greek/character03``), one at the top is unlabelled. Any other `source` is a data SPEC
@@ -72,9 +75,9 @@ def iter_gallery_items(
         files = list_image_files(p, recursive=True)
         if not files:
             raise DataError(f"{p}: no image files in this folder")
-        return _items_from_files(files, p, channels, size, invert, step)
+        return _items_from_files(files, p, channels, size, invert, step, resize)
     if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-        return _items_from_files([p], None, channels, size, invert, step)
+        return _items_from_files([p], None, channels, size, invert, step, resize)
     return _items_from_spec(str(source), channels, size, invert, split, step)
 
 
@@ -85,9 +88,11 @@ def _items_from_files(
     size: tuple[int, int],
     invert: bool,
     step: int,
+    resize: str,
 ) -> Iterator[GalleryItems]:
     for i in range(0, len(files), step):
-        images, ok, failures = read_images(files[i : i + step], channels, size, invert)
+        chunk = files[i : i + step]
+        images, ok, failures = read_images(chunk, channels, size, invert, resize=resize)
         labels: list[str | None] = []
         for f in ok:
             folder = f.parent.relative_to(root).as_posix() if root is not None else "."

@@ -165,7 +165,8 @@ class ModelService:
         with self._decoders:
             check_pixel_count(data, name)
             try:
-                return read_image_bytes(data, spec.in_channels, spec.image_size, self.invert, name)
+                shape = (spec.in_channels, spec.image_size)
+                return read_image_bytes(data, *shape, self.invert, name, resize=spec.resize)
             except (SiamnetError, MemoryError):
                 raise
             except Exception as exc:  # an upload's bytes can break a decoder in any way
@@ -356,7 +357,7 @@ def load_support(
     """Read a support folder (one sub-folder per class) and embed it once."""
     spec = ckpt.spec
     images, labels, classes, paths, failures = read_support_folder(
-        folder, spec.in_channels, spec.image_size, invert
+        folder, spec.in_channels, spec.image_size, invert, resize=spec.resize
     )
     with torch.inference_mode():
         support = build_support(ckpt, images, labels, classes, paths)
@@ -387,7 +388,7 @@ def load_gallery_state(
         source = "gallery"
     else:
         spec = ckpt.spec
-        items = read_gallery_items(d, spec.in_channels, spec.image_size, invert)
+        items = read_gallery_items(d, spec.in_channels, spec.image_size, invert, resize=spec.resize)
         with torch.inference_mode():
             gallery = build_gallery(ckpt, items.images, items.labels, items.names)
         gallery.embeddings = gallery.embeddings.to(device)
