@@ -153,6 +153,12 @@ PRETRAINED_BACKBONE_LR_FACTOR = 0.1
 PHOTO_MIN_SIDE = 32
 PHOTO_MODEL = "conv4-pool"
 PHOTO_TEMPERATURE = 0.125
+#: On photographs the default recipe's episodes are `PHOTO_WAYS`-way with `PHOTO_QUERIES`
+#: queries per class, unless ``--ways`` or ``--queries`` is given: a 60-way 5-query episode
+#: holds 360 images, whose activations through conv4-pool took 3.5-6.2 GB at 96 px and grow
+#: with the square of the side (out of memory at 224 px on a 24 GB machine); 20 × 3 = 60
+#: images take a sixth of that.
+PHOTO_WAYS, PHOTO_QUERIES = 20, 2
 
 
 def is_photo(channels: int, image_size: tuple[int, int]) -> bool:

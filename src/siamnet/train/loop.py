@@ -45,6 +45,7 @@ from siamnet.train.experiment_log import ExperimentLog
 from siamnet.train.model import (
     amp_dtype,
     build_training_model,
+    photo_episodes,
     pretrained_weights,
     use_channels_last,
 )
@@ -97,18 +98,23 @@ def fit(
     device = resolve_device(cfg.device)
     info = init_distributed(device)
     device = device_for_rank(device, info)
+    # a resumed run keeps its saved episodes; a new one may take the photo recipe's
+    episodes_given = bool(config.resume) or config.ways is not None or config.queries is not None
     try:
-        return _fit(cfg, device, info)
+        return _fit(cfg, device, info, episodes_given)
     finally:
         shutdown(info)
 
 
-def _fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, Any]:
+def _fit(
+    cfg: TrainConfig, device: torch.device, info: DistInfo, episodes_given: bool = True
+) -> dict[str, Any]:
     if cfg.workers > 0:
         torch.set_num_threads(cfg.workers)
     objective = get_objective(cfg.loss)
     pretrained_weights(cfg)
     data = prepare_data(cfg)
+    cfg = photo_episodes(cfg, data, episodes_given)
     keep_freed_memory()  # after loading, whose parsing garbage is handed back to the OS
     with run_folder(cfg, info) as folder:
         return _train(cfg, device, info, objective, data, folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import types
 from pathlib import Path
@@ -21,7 +22,7 @@ from siamnet.models.pretrained import (
 )
 from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
 from siamnet.objectives import Objective, ObjectiveSettings, get_objective
-from siamnet.presets import PHOTO_MODEL, PHOTO_TEMPERATURE, is_photo
+from siamnet.presets import PHOTO_MODEL, PHOTO_QUERIES, PHOTO_TEMPERATURE, PHOTO_WAYS, is_photo
 from siamnet.train.config import TrainConfig, backbone_name
 from siamnet.train.data import TrainData, normalization_for
 
@@ -48,6 +49,17 @@ def photo_recipe(cfg: TrainConfig, data: TrainData) -> bool:
     if cfg.photo == "auto":
         return is_photo(data.train.channels, data.train.image_size)
     return bool(cfg.photo)
+
+
+def photo_episodes(cfg: TrainConfig, data: TrainData, episodes_given: bool) -> TrainConfig:
+    """`cfg` with the default recipe's episodes on photographs (`PHOTO_WAYS`-way,
+    `PHOTO_QUERIES` queries) where the default recipe trains on photographs and neither
+    ``--ways`` nor ``--queries`` was given; else `cfg` as it is."""
+    if episodes_given or cfg.photo != "auto" or cfg.loss != "proto":
+        return cfg
+    if not is_photo(data.train.channels, data.train.image_size):
+        return cfg
+    return dataclasses.replace(cfg, ways=PHOTO_WAYS, queries=PHOTO_QUERIES)
 
 
 def model_name(cfg: TrainConfig, photo: bool) -> str:
