@@ -93,3 +93,17 @@ def test_json_ready_replaces_nan():
         "b": None,
         "c": "x",
     }
+
+
+def test_verification_report_without_a_known_threshold():
+    # a distance head has no default threshold, and evaluate --centring other than the
+    # checkpoint's leaves its calibrated one out: the threshold-free figures remain
+    from siamnet.cli.report_text import _text_table
+    from siamnet.evaluate.metrics import verification_report
+
+    scores = torch.tensor([0.9, 0.8, 0.3, 0.1])
+    targets = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    report = verification_report(scores, targets, {})
+    assert report["thresholds"] == [] and report["roc_auc"] == 1.0 and report["eer"] == 0.0
+    assert (report["pairs"], report["positives"]) == (4, 2)
+    assert len(_text_table(["a", "bb"], [])) == 2  # header and rule, no rows

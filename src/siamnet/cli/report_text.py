@@ -32,8 +32,11 @@ def format_evaluation(report: dict[str, Any]) -> str:
         ]
         for r in ver["thresholds"]
     ]
-    lines += _text_table(header, rows)
-    lines += [f"  {r['name']}: {r['source']}" for r in ver["thresholds"]]
+    if rows:
+        lines += _text_table(header, rows)
+        lines += [f"  {r['name']}: {r['source']}" for r in ver["thresholds"]]
+    else:
+        lines.append("  no threshold is known for these embeddings")
     shots = report["one_shot"]
     if shots:
         first = shots[0]
@@ -123,7 +126,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _text_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
         return (

@@ -154,7 +154,8 @@ def verification_report(
     """ROC AUC and EER of `scores` ``[P]`` against `targets` ``[P]``, and accuracy, precision,
     recall, FAR and FRR at each named threshold ``{name: (value, source)}``."""
     rows = []
-    metrics = None
+    # the threshold-free figures, also where no threshold is known
+    metrics = pair_metrics(scores, targets, 0.0)
     for name, (value, source) in thresholds.items():
         metrics = pair_metrics(scores, targets, value)
         rows.append(
@@ -168,7 +169,6 @@ def verification_report(
                 },
             }
         )
-    assert metrics is not None
     return {
         "pairs": metrics.pairs,
         "positives": int((targets > 0.5).sum()),
