@@ -307,3 +307,22 @@ def test_an_index_description_of_the_wrong_type_is_one_line(tmp_path, change, me
     with pytest.raises(CheckpointError, match=message) as err:
         load_gallery(tmp_path / "g")
     assert str(info_file) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_search_parameters_survive_faiss_torch_utils():
+    # pytorch-metric-learning imports faiss.contrib.torch_utils, which swaps Index.search for
+    # a version without search parameters: a program that imports both must still search
+    import faiss.contrib.torch_utils  # noqa: F401
+
+    gallery, queries = vectors_gallery()
+    every_cell = IndexSpec("ivf-flat", nlist=8, nprobe=8)  # exact, if nprobe reaches faiss
+    indexed = with_index(gallery, DistanceHead(), every_cell)
+    assert hasattr(indexed.index, "search_numpy")  # the swap happened
+    found = make_searcher(indexed, DistanceHead()).search(queries, 5)
+    exact = make_searcher(gallery, DistanceHead(), "exact").search(queries, 5)
+    ids, exact_ids = found[0], exact[0]  # [25, 5] each
+    assert ids.shape == exact_ids.shape == (25, 5)
+    overlap = sum(
+        len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ids, exact_ids, strict=True)
+    )
+    assert overlap == 25 * 5

@@ -232,7 +232,11 @@ class IndexSearch:
 
     def _raw(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.head.search_vectors(q.detach().float().cpu()).contiguous().numpy()
-        values, ids = self.index.search(x, k, params=self.params)
+        # faiss.contrib.torch_utils (imported by pytorch-metric-learning, for one) replaces
+        # Index.search with a version that takes no search parameters and keeps faiss's own
+        # as search_numpy
+        search = getattr(self.index, "search_numpy", self.index.search)
+        values, ids = search(x, k, params=self.params)
         return torch.from_numpy(values), torch.from_numpy(ids)
 
     def _candidates(self, q: torch.Tensor, pool: int) -> torch.Tensor:
