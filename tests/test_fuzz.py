@@ -1017,13 +1017,14 @@ OTHER_FORMATS |= {".gif": "GIF", ".bmp": "BMP"}
 
 def decoded(path: Path) -> torch.Tensor | None:
     """An image file as uint8 ``[1, 28, 28]`` read by Pillow directly (EXIF orientation
-    applied, greyscale, bilinear resize), or None when Pillow cannot read it."""
+    applied, greyscale), brought to the model's size by the checkpoint's geometry (shorter side
+    resized, centre cropped: `siamnet.images.fit_image`), or None when Pillow cannot read it."""
+    from siamnet.images import fit_image
+
     try:
         with Image.open(path) as image:
             image.load()
-            image = ImageOps.exif_transpose(image).convert("L")
-            if image.size != (SIZE[1], SIZE[0]):
-                image = image.resize((SIZE[1], SIZE[0]), Image.Resampling.BILINEAR)
+            image = fit_image(ImageOps.exif_transpose(image).convert("L"), SIZE, "crop")
             return torch.from_numpy(np.array(image, dtype=np.uint8)[None].copy())
     except Exception:  # noqa: BLE001 - any failure means the file is not readable
         return None

@@ -22,7 +22,14 @@ from siamnet.models.pretrained import (
 )
 from siamnet.models.siamese import ModelSpec, SiameseNet, build_model
 from siamnet.objectives import Objective, ObjectiveSettings, get_objective
-from siamnet.presets import PHOTO_MODEL, PHOTO_QUERIES, PHOTO_TEMPERATURE, PHOTO_WAYS, is_photo
+from siamnet.presets import (
+    PHOTO_MODEL,
+    PHOTO_QUERIES,
+    PHOTO_TEMPERATURE,
+    PHOTO_WAYS,
+    PRESETS,
+    is_photo,
+)
 from siamnet.train.config import TrainConfig, backbone_name
 from siamnet.train.data import TrainData, normalization_for
 
@@ -55,7 +62,7 @@ def photo_episodes(cfg: TrainConfig, data: TrainData, episodes_given: bool) -> T
     """`cfg` with the default recipe's episodes on photographs (`PHOTO_WAYS`-way,
     `PHOTO_QUERIES` queries) where the default recipe trains on photographs and neither
     ``--ways`` nor ``--queries`` was given; else `cfg` as it is."""
-    if episodes_given or cfg.photo != "auto" or cfg.loss != "proto":
+    if episodes_given or cfg.photo != "auto" or cfg.loss != PRESETS["default"]["loss"]:
         return cfg
     if not is_photo(data.train.channels, data.train.image_size):
         return cfg
