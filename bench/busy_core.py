@@ -7,6 +7,7 @@ training threads:
 
 - ``spin``: two OpenMP threads that spin at each barrier before sleeping (libgomp's own
   default, ``GOMP_SPINCOUNT=300000``): what the command did before it chose a wait policy;
+- ``short spin``: two threads that spin 30 times less long before they sleep;
 - ``passive``: two threads that sleep at once at a barrier (``OMP_WAIT_POLICY=PASSIVE``, what
   `siamnet` sets when the environment does not choose);
 - ``one thread``: ``--workers 1``.
@@ -33,6 +34,7 @@ from results import machine, table, write_section
 
 VARIANTS = {
     "spin": ({"GOMP_SPINCOUNT": "300000"}, []),
+    "short spin (GOMP_SPINCOUNT=10000)": ({"GOMP_SPINCOUNT": "10000"}, []),
     "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
     "one thread": ({"OMP_WAIT_POLICY": "PASSIVE"}, ["--workers", "1"]),
 }

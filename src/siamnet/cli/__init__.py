@@ -17,6 +17,7 @@ from siamnet import __version__
 from siamnet.cli.common import one_line_errors
 from siamnet.errors import SiamnetError
 from siamnet.progress import set_quiet
+from siamnet.threads import choose_wait_policy
 
 #: Verb modules, in the order `siamnet --help` lists them.
 VERB_MODULES = [
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    choose_wait_policy()  # before any verb imports torch
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
