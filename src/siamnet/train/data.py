@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -121,9 +122,9 @@ def normalization_for(cfg: TrainConfig, train: LabeledImages) -> dict[str, Any]:
         if train.streamed:
             mean, std = streamed_channel_stats(train.images, _STATS_STREAMED)
             return {"scale": 255.0, "mean": mean, "std": std}
-        x = train.images[:_STATS_IMAGES].double() / 255.0
-        mean = x.mean(dim=(0, 2, 3)).tolist()
-        std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+        first = train.images[:_STATS_IMAGES]
+        chunks = (first[i : i + _STATS_CHUNK] for i in range(0, len(first), _STATS_CHUNK))
+        mean, std = channel_stats(chunks, c)
         return {"scale": 255.0, "mean": mean, "std": std}
     raise ArgumentError(f"--normalize {cfg.normalize!r}: expected raw, unit or standard")
 
@@ -134,13 +135,22 @@ def streamed_channel_stats(images: ImageFiles, count: int) -> tuple[list[float],
     1e-3."""
     n = min(count, len(images))
     chosen = torch.linspace(0, len(images) - 1, n).round().long()
-    total = torch.zeros(images.channels, dtype=torch.float64)
-    squares = torch.zeros(images.channels, dtype=torch.float64)
-    for start in range(0, n, _STATS_CHUNK):
-        x = images.decode(chosen[start : start + _STATS_CHUNK]).double() / 255.0
+    chunks = (images.decode(chosen[i : i + _STATS_CHUNK]) for i in range(0, n, _STATS_CHUNK))
+    return channel_stats(chunks, images.channels)
+
+
+def channel_stats(chunks: Iterable[torch.Tensor], channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (unbiased) std, in 0..1, of uint8 image `chunks` ``[B, C, H, W]``,
+    one chunk in float64 at a time (a whole set in float64 took 8 bytes a pixel: 8.8 GB for
+    20,000 colour images of 96 px): ``[C]`` each, std at least 1e-3."""
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    pixels = 0
+    for chunk in chunks:
+        x = chunk.double() / 255.0
         total += x.sum(dim=(0, 2, 3))
         squares += (x * x).sum(dim=(0, 2, 3))
-    pixels = n * images.image_size[0] * images.image_size[1]
-    mean = total / pixels
+        pixels += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / max(1, pixels)
     var = (squares - pixels * mean * mean) / max(1, pixels - 1)
     return mean.tolist(), var.clamp_min(0).sqrt().clamp_min(1e-3).tolist()
