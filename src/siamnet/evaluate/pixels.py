@@ -49,14 +49,16 @@ def pixel_few_shot_table(
     queries: int = 1,
     episodes: int = 1000,
     seed: int = 0,
+    pixels: torch.Tensor | None = None,
 ) -> tuple[list[FewShotResult], list[str]]:
     """N-way K-shot accuracy of nearest neighbour on raw pixels over the episodes
     `few_shot_table` draws for `data` with the same arguments (both protocols where the
-    classes have groups; scored by the mean distance to the K support images). Returns the
-    rows and notes, as `few_shot_table`."""
+    classes have groups; scored by the mean distance to the K support images). `pixels`:
+    `pixel_embeddings` of ``data.images`` when the caller has them already. Returns the rows
+    and notes, as `few_shot_table`."""
     rows, notes = few_shot_table(
         pixel_model(),
-        pixel_embeddings(data.images),
+        pixel_embeddings(data.images) if pixels is None else pixels,
         data,
         ways=ways,
         shots=shots,

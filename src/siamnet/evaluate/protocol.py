@@ -150,14 +150,19 @@ def _evaluate(
         episodes=episodes,
         seed=seed,
     )
-    # the same episodes scored on raw pixels: what the learned embedding adds
+    # the same episodes and retrieval on raw pixels: what the learned embedding adds
+    pixels = pixel_embeddings(chosen.data.images)  # read once, used by both
     pixel_rows, _ = pixel_few_shot_table(
-        chosen.data, ways=ways, shots=shots, queries=queries, episodes=episodes, seed=seed
+        chosen.data,
+        ways=ways,
+        shots=shots,
+        queries=queries,
+        episodes=episodes,
+        seed=seed,
+        pixels=pixels,
     )
     retrieval = retrieval_metrics(model.head, emb, chosen.data.labels)
-    pixel_retrieval = retrieval_metrics(
-        pixel_model().head, pixel_embeddings(chosen.data.images), chosen.data.labels
-    )
+    pixel_retrieval = retrieval_metrics(pixel_model().head, pixels, chosen.data.labels)
     spec = ckpt.spec
     report = {
         "checkpoint": str(ckpt.path),
