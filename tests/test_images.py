@@ -416,3 +416,59 @@ def test_a_crop_never_reaches_past_the_image(size):
         assert 0 <= left <= right <= size[0] and 0 <= top <= bottom <= size[1]
         out = fit_image(Image.new("RGB", size), target)
         assert out.size == (target[1], target[0])
+
+
+def _photo(side_h: int, side_w: int, seed: int = 0) -> np.ndarray:
+    """A smooth colour photo-like array ``[H, W, 3]``: gradients and coarse noise."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 30, (side_h // 16 + 1, side_w // 16 + 1, 3))
+    noise = noise.repeat(16, 0).repeat(16, 1)[:side_h, :side_w]
+    ramp = np.linspace(0, 120, side_w)[None, :, None]
+    return np.clip(60 + ramp + noise, 0, 255).astype(np.uint8)
+
+
+def _full_decode(path, size, resize="crop"):
+    """The image read without reduced-scale decoding: decoded whole, then resampled once."""
+    from siamnet.images import fit_image
+
+    with Image.open(path) as image:
+        image.load()
+        return np.array(fit_image(image.convert("RGB"), size, resize))
+
+
+@pytest.mark.parametrize("shape", [(384, 384), (400, 720), (720, 400)])
+def test_large_jpegs_decode_at_a_reduced_scale_close_to_the_whole_decode(tmp_path, shape):
+    path = tmp_path / "big.jpg"
+    Image.fromarray(_photo(*shape)).save(path, quality=92)
+    image = read_image(path, 3, (96, 96))
+    with Image.open(path) as opened:  # what libjpeg gives at the scale chosen
+        opened.draft(None, (opened.size[0] // 2, opened.size[1] // 2))
+        assert opened.size[0] < shape[1]  # the file does allow a reduced decode
+    whole = torch.from_numpy(_full_decode(path, (96, 96))).permute(2, 0, 1)
+    assert image.shape == whole.shape == (3, 96, 96)
+    assert not torch.equal(image, whole)  # a reduced-scale decode took place
+    diff = (image.int() - whole.int()).abs().float()
+    assert diff.mean() < 2 and diff.max() < 40  # and it is the same picture
+    assert torch.equal(read_image_bytes(path.read_bytes(), 3, (96, 96)), image)
+
+
+def test_small_jpegs_and_other_formats_are_decoded_whole(tmp_path):
+    array = _photo(380, 380)
+    Image.fromarray(array).save(tmp_path / "small.jpg", quality=92)  # under four times 96
+    Image.fromarray(_photo(384, 384)).save(tmp_path / "big.png")
+    for name in ("small.jpg", "big.png"):
+        whole = torch.from_numpy(_full_decode(tmp_path / name, (96, 96))).permute(2, 0, 1)
+        assert torch.equal(read_image(tmp_path / name, 3, (96, 96)), whole)
+
+
+def test_reduced_scale_decoding_respects_exif_orientation(tmp_path):
+    upright = _photo(800, 480)  # tall as seen
+    stored = np.ascontiguousarray(np.rot90(upright, 1))  # stored on its side: 480 tall, 800 wide
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90° clockwise to view
+    Image.fromarray(stored).save(tmp_path / "side.jpg", quality=95, exif=exif)
+    Image.fromarray(upright).save(tmp_path / "up.jpg", quality=95)
+    side = read_image(tmp_path / "side.jpg", 3, (96, 48))
+    up = read_image(tmp_path / "up.jpg", 3, (96, 48))
+    assert side.shape == up.shape == (3, 96, 48)
+    assert (side.int() - up.int()).abs().float().mean() < 3

@@ -32,6 +32,7 @@ command line).
 from __future__ import annotations
 
 import io
+import math
 import operator
 import os
 import threading
@@ -81,9 +82,11 @@ _OPEN_LOCK = threading.Lock()
 def open_image(
     source: str | os.PathLike[str] | bytes | bytearray | memoryview,
     name: str | os.PathLike[str] | None = None,
+    target: tuple[tuple[int, int], str] | None = None,
 ) -> Iterator[Image.Image]:
     """The decoded first frame of image file `source` (a path, or an upload's bytes), kept open
-    for the ``with`` block.
+    for the ``with`` block. With ``target = (size, resize)`` a JPEG is decoded at a reduced
+    scale that still covers `size` as `resize` will cut it (`decode_scale`).
 
     Any failure, while opening or in the block (where only Pillow work belongs), is a
     `DataError` naming `name` (default: the path) with the reason in one line.
@@ -99,12 +102,38 @@ def open_image(
     with fh:
         try:
             with _identify(fh, label) as image:
+                if target is not None:
+                    decode_scale(image, *target)
                 image.load()
                 yield image
         except DataError:
             raise
         except Exception as exc:  # decoders raise anything: OSError, RuntimeError, ...
             raise DataError(f"{label}: not a readable image ({_reason(exc)})") from exc
+
+
+def decode_scale(image: Image.Image, size: tuple[int, int], resize: str) -> None:
+    """Ask an opened, not yet loaded JPEG to decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+    scaling, Pillow's ``draft``) where the reduced image is still at least twice what
+    `fit_image` will resample down to ``size = (H, W)`` on each side: a 384-px photo read at
+    96 px decodes at 192 px, 2.7 times faster, then takes the same bilinear resampling. (Decoding
+    straight to the target size is faster still but lost detail: a mean error of 3.7 levels
+    against the resampled original, 0.4 with the headroom, 0.6 decoding whole.) Other formats,
+    and JPEGs under four times the size, are decoded whole."""
+    if image.format != "JPEG":
+        return
+    width, height = image.size  # as stored; EXIF orientation is applied after loading
+    sideways = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    seen_w, seen_h = (height, width) if sideways else (width, height)
+    target_h, target_w = size
+    if resize == "crop":
+        scale = max(target_h / seen_h, target_w / seen_w)
+        need_w, need_h = math.ceil(seen_w * scale), math.ceil(seen_h * scale)
+    else:
+        need_w, need_h = target_w, target_h
+    if sideways:
+        need_w, need_h = need_h, need_w
+    image.draft(None, (2 * need_w, 2 * need_h))  # no-op unless the file allows a reduction
 
 
 def check_image_size(size: Sequence[int]) -> tuple[int, int]:
@@ -137,7 +166,7 @@ def read_image(
     """The image file at `path` as uint8 ``[channels, H, W]`` with ``size = (H, W)``, brought
     to that size as `resize` says (`RESIZE_MODES`)."""
     mode, size, resize = _mode(channels), check_image_size(size), check_resize(resize)
-    with open_image(path) as image:
+    with open_image(path, target=(size, resize)) as image:
         array = _resized(image, mode, size, resize)
     return _to_tensor(array, channels, size, invert)
 
@@ -153,7 +182,7 @@ def read_image_bytes(
     """Encoded image bytes (an upload) as uint8 ``[channels, H, W]``, as `read_image` reads a
     file; `name` is used in errors."""
     mode, size, resize = _mode(channels), check_image_size(size), check_resize(resize)
-    with open_image(data, name) as image:
+    with open_image(data, name, target=(size, resize)) as image:
         array = _resized(image, mode, size, resize)
     return _to_tensor(array, channels, size, invert)
 

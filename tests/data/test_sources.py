@@ -86,6 +86,22 @@ def test_csv_square_with_other_image_size_is_resized_with_a_note(tmp_path):
     assert any("resized all 4 images from 2x2 to 4x4" in n for n in data.notes)
 
 
+def test_in_memory_images_resized_to_another_aspect_are_cropped_not_squeezed():
+    from siamnet.data.labeled import LabeledImages
+    from siamnet.data.sources import resize_labeled
+
+    wide = torch.zeros(3, 1, 8, 24, dtype=torch.uint8)
+    wide[:, :, :, 8:16] = 255  # the middle third white, the sides black
+    data = LabeledImages(wide, torch.tensor([0, 1, 1]), ["a", "b"], source="wide")
+    square = resize_labeled(data, (8, 8))
+    assert square.image_size == (8, 8)
+    assert bool((square.images == 255).all())  # only the centre band is left, not squeezed in
+    assert any("centre cropped to its aspect" in n for n in square.notes)
+    same_aspect = resize_labeled(data, (4, 12))
+    row = same_aspect.images[0, 0, 0].tolist()  # the whole width, halved (edges blur)
+    assert len(row) == 12 and row[:2] == row[-2:] == [0, 0] and row[5:7] == [255, 255]
+
+
 def test_csv_large_file_is_parsed_exactly(tmp_path):
     rng = np.random.default_rng(0)
     rows = np.concatenate([rng.integers(0, 10, (3000, 1)), rng.integers(0, 256, (3000, 784))], 1)

@@ -300,3 +300,25 @@ def test_train_refuses_in_one_line_before_writing(tmp_path):
         "--backbone-lr-factor -1.0",
     )
     assert not out.exists()
+
+
+def test_a_run_records_the_cached_weight_file_it_started_from(tmp_path, monkeypatch):
+    from siamnet.checkpoint import load_checkpoint
+    from siamnet.train import fit
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = hf_hub_cache() / "models--timm--test_resnet.r160_in1k"
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    timm_weights(snapshot / "model.safetensors", seed=5)
+    images = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8)
+    data = LabeledImages(images, torch.arange(24) % 6, [f"c{i}" for i in range(6)])
+    cfg = TrainConfig(
+        data=data, model=TINY, pretrained="imagenet", epochs=1, steps_per_epoch=1,
+        device="cpu", out=str(tmp_path / "run"), quiet=True,
+    )  # fmt: skip
+    fit(cfg)
+    args = load_checkpoint(tmp_path / "run" / "best.pt").metadata["training_args"]
+    assert args["pretrained"] == str(snapshot / "model.safetensors")

@@ -18,8 +18,9 @@ def with_rotated_classes(
 ) -> LabeledImages:
     """`data` plus, for each k in `quarter_turns`, every image rotated by k·90° as a new class
     named ``"<class>@<k·90>"``. ``[N, C, H, W]`` -> ``[N·(1+len(quarter_turns)), C, H, W]``;
-    square images only (else rotations change the shape). Images kept on disk stay there, with
-    the turn to make when each is read."""
+    square images only (else rotations change the shape). The rotated rows are views, not
+    copies: images held in memory become a `TurnedRows` over the same pixels, images kept on
+    disk stay there, each with the turn to make when it is read."""
     h, w = data.image_size
     if h != w:
         raise ValueError(f"rotated classes need square images, got {h}×{w}")

@@ -208,7 +208,107 @@ class ImageFiles:
         return picked[(slice(None), *rest)] if rest else picked
 
 
-Images = torch.Tensor | ImageFiles
+class TurnedRows:
+    """uint8 images ``[N, C, H, W]`` held in memory as `pixels` ``[P, C, H, W]`` without
+    copies: row ``i`` is ``pixels[rows[i]]`` turned by ``turns[i]`` quarter turns over
+    ``(H, W)``. Rotated classes (`rotate_images` of a tensor) are views of this kind, so they
+    take no memory of their own: each batch is turned as it is gathered (`index_select`), on
+    the device that holds `pixels`."""
+
+    dtype = torch.uint8
+
+    def __init__(
+        self,
+        pixels: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        turns: torch.Tensor | None = None,
+    ) -> None:
+        self.pixels = pixels
+        device = pixels.device
+        self.rows = torch.arange(len(pixels), device=device) if rows is None else rows
+        self.turns = (
+            torch.zeros(len(self.rows), dtype=torch.int8, device=device) if turns is None else turns
+        )
+
+    def __repr__(self) -> str:
+        n, c, h, w = self.shape
+        return f"TurnedRows({n} images {c}×{h}×{w} uint8 held as {len(self.pixels)})"
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.rows), *self.pixels.shape[1:]))
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixels.device
+
+    def dim(self) -> int:
+        return 4
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the rows would take as one tensor."""
+        n, c, h, w = self.shape
+        return n * c * h * w
+
+    def take(self, index: torch.Tensor) -> TurnedRows:
+        """The rows at `index` (int64 ``[M]`` or bool ``[N]``), still a view."""
+        index = torch.as_tensor(index).to(self.rows.device)
+        return TurnedRows(self.pixels, self.rows[index], self.turns[index])
+
+    def rotated(self, quarter_turns: int) -> TurnedRows:
+        """Every row turned by `quarter_turns` more quarter turns (square images only)."""
+        h, w = self.pixels.shape[-2:]
+        if h != w and quarter_turns % 2:
+            raise ValueError(f"quarter turns need square images, got {h}×{w}")
+        turns = ((self.turns.to(torch.int64) + quarter_turns) % 4).to(torch.int8)
+        return TurnedRows(self.pixels, self.rows, turns)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TurnedRows:
+        """The same view with its pixels, rows and turns on `device`."""
+        return TurnedRows(
+            self.pixels.to(device, non_blocking=non_blocking),
+            self.rows.to(device, non_blocking=non_blocking),
+            self.turns.to(device, non_blocking=non_blocking),
+        )
+
+    def index_select(self, dim: int, index: torch.Tensor) -> torch.Tensor:
+        """The rows at int64 `index` ``[M]`` as uint8 ``[M, C, H, W]``: one gather, then each
+        quarter turn applied where it is due (no host sync, so a CUDA step does not wait)."""
+        if dim != 0:
+            raise ValueError("TurnedRows selects rows only (dim 0)")
+        index = index.to(self.rows.device)
+        out = self.pixels.index_select(0, self.rows.index_select(0, index))
+        turns = self.turns.index_select(0, index).view(-1, 1, 1, 1)
+        turned = out
+        for k in (1, 2, 3):
+            turned = torch.where(turns == k, torch.rot90(out, k, dims=(2, 3)), turned)
+        return turned
+
+    def decode(self, index: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+        """The rows at `index` (default: all) as uint8 ``[M, C, H, W]``."""
+        rows = torch.arange(len(self)) if index is None else torch.as_tensor(index).reshape(-1)
+        if rows.dtype == torch.bool:
+            rows = torch.nonzero(rows).flatten()
+        return self.index_select(0, rows)
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        """Rows as a tensor ``[N, C, H, W]`` indexed the same way would give."""
+        first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if isinstance(first, int):
+            one = self.decode(torch.tensor([first % max(1, len(self))]))[0]
+            return one[rest] if rest else one
+        if isinstance(first, slice):
+            picked = self.decode(torch.arange(len(self))[first])
+        else:
+            picked = self.decode(torch.as_tensor(first))
+        return picked[(slice(None), *rest)] if rest else picked
+
+
+Images = torch.Tensor | ImageFiles | TurnedRows
 
 
 def is_streamed(images: Images) -> bool:
@@ -218,24 +318,43 @@ def is_streamed(images: Images) -> bool:
 
 def take_images(images: Images, index: torch.Tensor) -> Images:
     """The rows of `images` at `index` (int64 ``[M]`` or bool ``[N]``): a tensor of a tensor,
-    a view of an `ImageFiles`."""
-    return images.take(index) if isinstance(images, ImageFiles) else images[index]
+    a view of an `ImageFiles` or `TurnedRows`."""
+    return images.take(index) if isinstance(images, (ImageFiles, TurnedRows)) else images[index]
 
 
 def rotate_images(images: Images, quarter_turns: int) -> Images:
-    """`images` turned by `quarter_turns` quarter turns over ``(H, W)``."""
-    if isinstance(images, ImageFiles):
-        return images.rotated(quarter_turns)
-    return torch.rot90(images, quarter_turns, dims=(2, 3))
+    """`images` turned by `quarter_turns` quarter turns over ``(H, W)``: a view (an
+    `ImageFiles` or `TurnedRows`), no copy of the pixels."""
+    if isinstance(images, torch.Tensor):
+        images = TurnedRows(images)
+    return images.rotated(quarter_turns)
 
 
 def concat_images(parts: Sequence[Images]) -> Images:
-    """`parts` one after another: a tensor when any part is a tensor (the others decoded),
-    else one `ImageFiles` over every part's files."""
+    """`parts` one after another: one `ImageFiles` over every part's files when all are on
+    disk, one `TurnedRows` when all are views of the same pixels (or those pixels), else a
+    tensor (every part decoded)."""
     if len(parts) == 1:
         return parts[0]
-    if not all(isinstance(p, ImageFiles) for p in parts):
-        return torch.cat([p.decode() if isinstance(p, ImageFiles) else p for p in parts])
+    if all(isinstance(p, ImageFiles) for p in parts):
+        return _concat_files(parts)  # type: ignore[arg-type]
+    views = [TurnedRows(p) if isinstance(p, torch.Tensor) else p for p in parts]
+    if all(isinstance(v, TurnedRows) and v.pixels is _pixels_of(views) for v in views):
+        return TurnedRows(
+            views[0].pixels,  # type: ignore[union-attr]
+            torch.cat([v.rows for v in views]),  # type: ignore[union-attr]
+            torch.cat([v.turns for v in views]),  # type: ignore[union-attr]
+        )
+    return torch.cat([p if isinstance(p, torch.Tensor) else p.decode() for p in parts])
+
+
+def _pixels_of(views: Sequence[Any]) -> torch.Tensor | None:
+    """The pixels of the first `TurnedRows` among `views` (None if none is one)."""
+    return next((v.pixels for v in views if isinstance(v, TurnedRows)), None)
+
+
+def _concat_files(parts: Sequence[ImageFiles]) -> ImageFiles:
+    """`ImageFiles` `parts` one after another, as one set over every part's files."""
     first = parts[0]
     if any((p.channels, p.image_size) != (first.channels, first.image_size) for p in parts):
         raise DataError("cannot join image sets of different sizes or channels")
@@ -249,5 +368,7 @@ def concat_images(parts: Sequence[Images]) -> Images:
 
 
 def materialized(images: Images, desc: str = "") -> torch.Tensor:
-    """`images` in memory: a tensor as it is, an `ImageFiles` decoded whole."""
-    return images.decode(desc=desc) if isinstance(images, ImageFiles) else images
+    """`images` in memory as one tensor: a tensor as it is, the others decoded whole."""
+    if isinstance(images, ImageFiles):
+        return images.decode(desc=desc)
+    return images.decode() if isinstance(images, TurnedRows) else images

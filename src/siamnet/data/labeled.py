@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from siamnet.data.image_index import ImageFiles, Images, take_images
+from siamnet.data.image_index import ImageFiles, Images, TurnedRows, take_images
 from siamnet.errors import DataError
 
 
@@ -22,7 +22,8 @@ class LabeledImages:
     """Images with integer labels ``0..K-1`` and the original class names.
 
     Attributes:
-        images: uint8 ``[N, C, H, W]``: a tensor, or an `ImageFiles` read when used.
+        images: uint8 ``[N, C, H, W]``: a tensor, an `ImageFiles` read when used, or a
+            `TurnedRows` view of held pixels (rotated classes).
         labels: int64 ``[N]``, values in ``0..K-1``.
         classes: the K original class names (``"7"``, ``"Greek/character03"``).
         groups: optional, one group name per class (an Omniglot alphabet), length K.
@@ -47,7 +48,7 @@ class LabeledImages:
 
     def __post_init__(self) -> None:
         where = f"{self.source}: " if self.source else ""
-        tensor = isinstance(self.images, (torch.Tensor, ImageFiles))
+        tensor = isinstance(self.images, (torch.Tensor, ImageFiles, TurnedRows))
         if not tensor or self.images.dtype != torch.uint8:
             raise DataError(f"{where}images must be a uint8 tensor, got {_describe(self.images)}")
         if self.images.dim() != 4:

@@ -122,8 +122,8 @@ def normalization_for(cfg: TrainConfig, train: LabeledImages) -> dict[str, Any]:
         if train.streamed:
             mean, std = streamed_channel_stats(train.images, _STATS_STREAMED)
             return {"scale": 255.0, "mean": mean, "std": std}
-        first = train.images[:_STATS_IMAGES]
-        chunks = (first[i : i + _STATS_CHUNK] for i in range(0, len(first), _STATS_CHUNK))
+        images, n = train.images, min(len(train.images), _STATS_IMAGES)
+        chunks = (images[i : min(n, i + _STATS_CHUNK)] for i in range(0, n, _STATS_CHUNK))
         mean, std = channel_stats(chunks, c)
         return {"scale": 255.0, "mean": mean, "std": std}
     raise ArgumentError(f"--normalize {cfg.normalize!r}: expected raw, unit or standard")

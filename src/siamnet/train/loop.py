@@ -112,7 +112,9 @@ def _fit(
     if cfg.workers > 0:
         torch.set_num_threads(cfg.workers)
     objective = get_objective(cfg.loss)
-    pretrained_weights(cfg)
+    weights = pretrained_weights(cfg)
+    if weights is not None:  # the run records the file it started from, not "imagenet"
+        cfg = dataclasses.replace(cfg, pretrained=str(weights))
     data = prepare_data(cfg)
     cfg = photo_episodes(cfg, data, episodes_given)
     keep_freed_memory()  # after loading, whose parsing garbage is handed back to the OS

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from siamnet.data.image_index import ImageFiles
 from siamnet.data.labeled import LabeledImages
 from siamnet.errors import DataError
+from siamnet.images import crop_box
 
 #: Images resized at once when a whole data set is resized (bounds the float32 temporaries).
 _RESIZE_CHUNK = 4096
@@ -83,12 +84,14 @@ def require_two_classes(data: LabeledImages) -> LabeledImages:
 
 
 def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 ``[N, C, H, W]`` -> uint8 ``[N, C, *size]`` (bilinear, antialiased when shrinking).
+    """uint8 ``[N, C, H, W]`` -> uint8 ``[N, C, *size]``: the centre of the target's aspect
+    (`centre_crop`, as image files are read) resized bilinearly, antialiased when shrinking.
 
     Works in chunks so that the float copy stays small for large data sets.
     """
     if tuple(images.shape[2:]) == tuple(size):
         return images
+    images = centre_crop(images, size)
     out = torch.empty((images.shape[0], images.shape[1], *size), dtype=torch.uint8)
     for start in range(0, images.shape[0], _RESIZE_CHUNK):
         chunk = images[start : start + _RESIZE_CHUNK].float()
@@ -99,6 +102,19 @@ def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out
 
 
+def centre_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The centred region of uint8 ``[N, C, H, W]`` that has the aspect of ``size = (H, W)``
+    (`siamnet.images.crop_box`, in whole pixels, at least one): a view, the images themselves when
+    the aspect is already the target's."""
+    h, w = images.shape[2:]
+    left, top, right, bottom = crop_box((w, h), size)
+    crop_w, crop_h = max(1, round(right - left)), max(1, round(bottom - top))
+    if (crop_w, crop_h) == (w, h):
+        return images
+    left, top = (w - crop_w) // 2, (h - crop_h) // 2
+    return images[:, :, top : top + crop_h, left : left + crop_w]
+
+
 def resize_labeled(data: LabeledImages, size: tuple[int, int] | None) -> LabeledImages:
     """`data` with its images resized to `size` ``(H, W)`` and a note saying so; unchanged when
     `size` is None or already the size."""
@@ -107,5 +123,7 @@ def resize_labeled(data: LabeledImages, size: tuple[int, int] | None) -> Labeled
     h, w = data.image_size
     if isinstance(data.images, ImageFiles):  # read at the new size when used
         return replace(data, images=data.images.at_size(tuple(size)))
-    note = f"resized all {len(data):,} images from {h}x{w} to {size[0]}x{size[1]} (bilinear)"
+    cropped = centre_crop(data.images[:1], size).shape[2:] != (h, w)
+    how = "centre cropped to its aspect, bilinear" if cropped else "bilinear"
+    note = f"resized all {len(data):,} images from {h}x{w} to {size[0]}x{size[1]} ({how})"
     return replace(data, images=resize_images(data.images, size), notes=(*data.notes, note))
