@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -32,11 +33,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+import siamnet.images
 from siamnet.data.augment import batch_augmentation
 from siamnet.objectives import ObjectiveSettings, TrainingModel, get_objective
 from siamnet.train import TrainConfig
 from siamnet.train.data import prepare_data
-from siamnet.train.model import build_training_model
+from siamnet.train.model import build_training_model, photo_episodes
 from siamnet.train.optim import build_optimizer
 from siamnet.train.step import BatchFeed, BatchMaker, compute_loss
 
@@ -82,6 +84,7 @@ def setup(folder: Path, args: argparse.Namespace, cache: str, workers: int, out:
         quiet=True,
     ).resolved()
     data = prepare_data(cfg)
+    cfg = photo_episodes(cfg, data, episodes_given=False)  # as `siamnet.train.fit` does
     objective = get_objective(cfg.loss)
     model = build_training_model(cfg, data, torch.Generator().manual_seed(0), objective)
     own = objective.training_parameters(
@@ -110,6 +113,22 @@ def decode_rate(cfg, data, maker, workers: int, augment: bool) -> dict[str, floa
         images += len(rows)
     seconds = time.perf_counter() - start
     return {"images": images, "seconds": seconds, "images_per_s": images / seconds}
+
+
+def decode_whole_rate(cfg, data, maker) -> dict[str, float]:
+    """`decode_rate` with 0 workers and every JPEG decoded whole (no reduced-scale decoding):
+    the baseline of `siamnet.images.decode_scale`."""
+    saved = siamnet.images.decode_scale
+    siamnet.images.decode_scale = lambda *_: None
+    try:
+        return decode_rate(cfg, data, maker, 0, False)
+    finally:
+        siamnet.images.decode_scale = saved
+
+
+def say(line: str) -> None:
+    """A progress line on stderr."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def train_steps(cfg, data, model, optimizer, maker, workers: int | None) -> dict[str, float]:
@@ -168,9 +187,15 @@ def main() -> None:
         decoding = {
             w: {a: decode_rate(cfg, data, maker, w, a) for a in (False, True)} for w in WORKERS
         }
+        whole = decode_whole_rate(cfg, data, maker)
+        say(f"decoding: {decoding}; whole: {whole}")
         _, held, model_h, optimizer_h, maker_h = setup(folder, args, "on", 0, tmp + "/run")
         step_alone = train_steps(cfg, held, model_h, optimizer_h, maker_h, None)
-        fed = {w: train_steps(cfg, data, model, optimizer, maker, w) for w in WORKERS}
+        say(f"step alone: {step_alone}")
+        fed = {}
+        for w in WORKERS:
+            fed[w] = train_steps(cfg, data, model, optimizer, maker, w)
+            say(f"fed by {w} workers: {fed[w]}")
     rows = [
         [
             f"{w} loader workers",
@@ -183,6 +208,9 @@ def main() -> None:
     ]
     rows.append(
         ["images held in memory (--cache on)", "-", "-", f"{step_alone['images_per_s']:,.0f}", "0%"]
+    )
+    rows.append(
+        ["0 loader workers, JPEGs decoded whole", f"{whole['images_per_s']:,.0f}", "-", "-", "-"]
     )
     header = [
         "feed",
@@ -198,6 +226,7 @@ def main() -> None:
         "steps": args.steps,
         "model": cfg.model if isinstance(cfg.model, str) else type(cfg.model).__name__,
         "decoding": {str(w): {str(a): v for a, v in d.items()} for w, d in decoding.items()},
+        "decoded_whole_0_workers": whole,
         "step_in_memory": step_alone,
         "training_fed": {str(w): v for w, v in fed.items()},
         "target_wait_fraction_2_workers": TARGET_WAIT,

@@ -86,7 +86,7 @@ def open_image(
 ) -> Iterator[Image.Image]:
     """The decoded first frame of image file `source` (a path, or an upload's bytes), kept open
     for the ``with`` block. With ``target = (size, resize)`` a JPEG is decoded at a reduced
-    scale that still covers `size` as `resize` will cut it (`decode_scale`).
+    scale that still holds twice the pixels `resize` will cut to `size` (`decode_scale`).
 
     Any failure, while opening or in the block (where only Pillow work belongs), is a
     `DataError` naming `name` (default: the path) with the reason in one line.
