@@ -147,9 +147,13 @@ PRETRAINED_BACKBONE_LR_FACTOR = 0.1
 #: ``--model`` is given, the default recipe trains `PHOTO_MODEL` (576-d whatever the image
 #: size) on unit-length embeddings, whose squared distances lie in [0, 4], with the softmax
 #: temperature starting at `PHOTO_TEMPERATURE` (logits ``-d²/T``: 16 × the cosine, plus a
-#: constant, as normsoftmax's scale) and learned from there. ``--photo`` asks for unit-length
-#: embeddings and that temperature with any model, ``--no-photo`` for neither. 28-px grey
-#: images (digits, glyphs) keep the recipe as it was measured.
+#: constant, as normsoftmax's scale) and learned from there. A network made for photographs
+#: (`is_photo_network`: ``timm:NAME``, ``resnet18``) given with ``--model`` trains the same way
+#: (its own backbone, not `PHOTO_MODEL`): trained as a 60-way 5-query conv4-map run, with
+#: squared distances between raw 512-d features, timm:resnet10t reached 0.56 20-way 1-shot
+#: where the photo recipe's conv4-pool reached 0.87 (bench/RESULTS.md). ``--photo`` asks for
+#: unit-length embeddings and that temperature with any model, ``--no-photo`` for neither.
+#: 28-px grey images (digits, glyphs) keep the recipe as it was measured.
 PHOTO_MIN_SIDE = 32
 PHOTO_MODEL = "conv4-pool"
 PHOTO_TEMPERATURE = 0.125
@@ -159,6 +163,12 @@ PHOTO_TEMPERATURE = 0.125
 #: with the square of the side (out of memory at 224 px on a 24 GB machine); 20 × 3 = 60
 #: images take a sixth of that.
 PHOTO_WAYS, PHOTO_QUERIES = 20, 2
+
+
+def is_photo_network(model: object) -> bool:
+    """Whether ``--model`` `model` is a network made for photographs (`PHOTO_NETWORKS`), which
+    the default recipe trains as it trains its own on photographs."""
+    return isinstance(model, str) and (model == "resnet18" or model.startswith("timm:"))
 
 
 def is_photo(channels: int, image_size: tuple[int, int]) -> bool:

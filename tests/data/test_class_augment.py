@@ -66,3 +66,13 @@ def test_joining_unrelated_tensors_and_views_gives_one_tensor():
     joined = concat_images([rotate_images(a, 1), b])
     assert isinstance(joined, torch.Tensor)
     assert torch.equal(joined, torch.cat([torch.rot90(a, 1, dims=(2, 3)), b]))
+
+
+def test_views_of_wide_images_join_and_turn_half_way():
+    wide = torch.randint(0, 256, (3, 1, 4, 6), dtype=torch.uint8)
+    joined = concat_images([wide, wide])  # the same pixels twice: a view
+    assert torch.equal(joined[:], torch.cat([wide, wide]))
+    half = rotate_images(wide, 2)
+    assert torch.equal(half[:], torch.rot90(wide, 2, dims=(2, 3)))
+    with pytest.raises(ValueError, match="square"):
+        rotate_images(wide, 1)

@@ -24,10 +24,17 @@ from siamnet.models.pretrained import (
     timm_input_size,
     timm_normalization,
 )
-from siamnet.presets import PHOTO_MIN_SIDE, PHOTO_MODEL, PHOTO_TEMPERATURE, is_photo
+from siamnet.presets import (
+    PHOTO_MIN_SIDE,
+    PHOTO_MODEL,
+    PHOTO_QUERIES,
+    PHOTO_TEMPERATURE,
+    PHOTO_WAYS,
+    is_photo,
+)
 from siamnet.train import TrainConfig
 from siamnet.train.data import TrainData
-from siamnet.train.model import build_training_model, freeze_batch_norm
+from siamnet.train.model import build_training_model, freeze_batch_norm, photo_episodes
 from siamnet.train.optim import build_optimizer
 
 from helpers import refused, siamnet
@@ -263,6 +270,15 @@ def test_the_default_recipe_trains_photos_on_unit_length_pooled_embeddings():
     asked = TrainConfig(model="conv4", photo=True).resolved()
     net = build_training_model(asked, colour_data(28, channels=1), torch.Generator())
     assert net.spec.model == "conv4" and net.spec.embedding_norm
+    # a network made for photographs, given by hand, keeps its backbone and takes the recipe
+    timm_cfg = TrainConfig(model=TINY).resolved()
+    assert timm_cfg.photo == "auto"
+    tiny = build_training_model(timm_cfg, colour_data(64), torch.Generator())
+    assert tiny.spec.model == TINY and tiny.spec.embedding_norm
+    assert tiny.log_temperature.item() == pytest.approx(math.log(PHOTO_TEMPERATURE))
+    episodes = photo_episodes(timm_cfg, colour_data(64), episodes_given=False)
+    assert (episodes.ways, episodes.queries) == (PHOTO_WAYS, PHOTO_QUERIES)
+    assert TrainConfig(model=TINY, preset="koch").resolved().photo is False
 
 
 def test_conv4_pool_is_conv4_map_at_28_pixels():

@@ -128,9 +128,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument(
         "--photo",
         action=argparse.BooleanOptionalAction,
-        help="unit-length embeddings, softmax temperature starting at 1/8 (by default, unless "
-        f"--model is given, on for colour images or images over {PHOTO_MIN_SIDE} px, with "
-        f"{PHOTO_MODEL} in place of {PRESETS['default']['model']}; see siamnet/presets.py)",
+        help="unit-length embeddings, softmax temperature starting at 1/8 (by default on for "
+        f"colour images or images over {PHOTO_MIN_SIDE} px, with {PHOTO_MODEL} in place of "
+        f"{PRESETS['default']['model']} unless --model is given; a given timm:NAME or resnet18 "
+        "trains this way too; see siamnet/presets.py)",
     )
     m.add_argument(
         "--loss",

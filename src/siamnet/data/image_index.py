@@ -283,8 +283,9 @@ class TurnedRows:
         index = index.to(self.rows.device)
         out = self.pixels.index_select(0, self.rows.index_select(0, index))
         turns = self.turns.index_select(0, index).view(-1, 1, 1, 1)
+        square = out.shape[2] == out.shape[3]  # else only half turns (`rotated`)
         turned = out
-        for k in (1, 2, 3):
+        for k in (1, 2, 3) if square else (2,):
             turned = torch.where(turns == k, torch.rot90(out, k, dims=(2, 3)), turned)
         return turned
 

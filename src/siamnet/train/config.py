@@ -18,6 +18,7 @@ from siamnet.presets import (
     PRETRAINED_BACKBONE_LR_FACTOR,
     PROXY_LR_FACTOR,
     RUN_DEFAULTS,
+    is_photo_network,
     preset_values,
 )
 
@@ -112,9 +113,10 @@ class TrainConfig:
             )
             out.rotate_classes = "auto" if rotates else False
         if out.photo is None:
-            # the default recipe's own model on photographs (decided by build_training_model
-            # once the data is read: siamnet.presets.is_photo)
-            out.photo = "auto" if self.model is None and self.preset in (None, "default") else False
+            # the default recipe on photographs (decided by build_training_model once the data
+            # is read: siamnet.presets.is_photo), with its own model or one made for photos
+            photo_model = self.model is None or is_photo_network(self.model)
+            out.photo = "auto" if photo_model and self.preset in (None, "default") else False
         if out.backbone_lr_factor is None:
             out.backbone_lr_factor = (
                 PRETRAINED_BACKBONE_LR_FACTOR if out.pretrained else BACKBONE_LR_FACTOR

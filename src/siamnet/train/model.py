@@ -29,6 +29,7 @@ from siamnet.presets import (
     PHOTO_WAYS,
     PRESETS,
     is_photo,
+    is_photo_network,
 )
 from siamnet.train.config import TrainConfig, backbone_name
 from siamnet.train.data import TrainData, normalization_for
@@ -74,7 +75,7 @@ def model_name(cfg: TrainConfig, photo: bool) -> str:
     `PHOTO_MODEL` for the default recipe on photographs, else ``--model``."""
     if cfg.pretrained and cfg.model == "resnet18":
         return "resnet18-imagenet"
-    if photo and cfg.photo == "auto":
+    if photo and cfg.photo == "auto" and not is_photo_network(cfg.model):
         return PHOTO_MODEL
     return cfg.model
 
