@@ -102,12 +102,75 @@ def size_summary(headers: Sequence[Header]) -> str:
     )
 
 
-class ImageFiles:
-    """uint8 images ``[N, C, H, W]`` kept as files, read at ``(H, W) = size`` with `channels`
-    when asked for. Row ``i`` is file ``paths[rows[i]]`` turned by ``turns[i]`` quarter turns
-    (`torch.rot90` over ``(H, W)``)."""
+class RowView:
+    """uint8 images ``[N, C, H, W]`` that are rows of a source, each turned by ``turns[i]``
+    quarter turns over ``(H, W)`` (`torch.rot90`): the part `ImageFiles` and `TurnedRows` share.
+    A subclass says its `shape`, makes a view of other rows (`_view`) and decodes rows
+    (`decode`); subsets and rotations are views, indexing like a tensor decodes."""
 
     dtype = torch.uint8
+    rows: torch.Tensor
+    turns: torch.Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        raise NotImplementedError
+
+    def _view(self, rows: torch.Tensor, turns: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def decode(self, index: torch.Tensor | None = None, **options: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def dim(self) -> int:
+        return 4
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the rows take decoded as one tensor."""
+        n, c, h, w = self.shape
+        return n * c * h * w
+
+    def take(self, index: torch.Tensor) -> Any:
+        """The rows at `index` (int64 ``[M]`` or bool ``[N]``), still a view."""
+        index = torch.as_tensor(index).to(self.rows.device)
+        return self._view(self.rows[index], self.turns[index])
+
+    def rotated(self, quarter_turns: int) -> Any:
+        """Every row turned by `quarter_turns` more quarter turns (odd ones: square images
+        only)."""
+        h, w = self.shape[2:]
+        if h != w and quarter_turns % 2:
+            raise ValueError(f"quarter turns need square images, got {h}×{w}")
+        turns = ((self.turns.to(torch.int64) + quarter_turns) % 4).to(torch.int8)
+        return self._view(self.rows, turns)
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        """Decoded rows, indexed as a tensor ``[N, C, H, W]`` would be."""
+        first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if isinstance(first, int):
+            one = self.decode(torch.tensor([first % max(1, len(self))]), threads=0)[0]
+            return one[rest] if rest else one
+        if isinstance(first, slice):
+            picked = self.decode(torch.arange(len(self))[first])
+        else:
+            picked = self.decode(torch.as_tensor(first))
+        return picked[(slice(None), *rest)] if rest else picked
+
+
+def _row_numbers(index: torch.Tensor | None, length: int) -> torch.Tensor:
+    """int64 ``[M]``: `index` (int64 or bool, any shape) as row numbers; all `length` rows
+    when None."""
+    rows = torch.arange(length) if index is None else torch.as_tensor(index).reshape(-1)
+    return torch.nonzero(rows).flatten() if rows.dtype == torch.bool else rows
+
+
+class ImageFiles(RowView):
+    """uint8 images ``[N, C, H, W]`` kept as files, read at ``(H, W) = size`` with `channels`
+    when asked for. Row ``i`` is file ``paths[rows[i]]`` turned by ``turns[i]`` quarter turns."""
 
     def __init__(
         self,
@@ -127,39 +190,17 @@ class ImageFiles:
         n, c, h, w = self.shape
         return f"ImageFiles({n} images {c}×{h}×{w} uint8 read from {len(self.paths)} files)"
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
     @property
     def shape(self) -> torch.Size:
         return torch.Size((len(self.rows), self.channels, *self.image_size))
 
-    def dim(self) -> int:
-        return 4
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes the set takes decoded."""
-        n, c, h, w = self.shape
-        return n * c * h * w
-
-    # --- views -------------------------------------------------------------------------------
-    def take(self, index: torch.Tensor) -> ImageFiles:
-        """The rows at `index` (int64 ``[M]`` or bool ``[N]``), still on disk."""
-        return ImageFiles(
-            self.paths, self.channels, self.image_size, self.rows[index], self.turns[index]
-        )
-
-    def rotated(self, quarter_turns: int) -> ImageFiles:
-        """Every row turned by `quarter_turns` more quarter turns (square images only)."""
-        turns = ((self.turns.to(torch.int64) + quarter_turns) % 4).to(torch.int8)
-        return ImageFiles(self.paths, self.channels, self.image_size, self.rows, turns)
+    def _view(self, rows: torch.Tensor, turns: torch.Tensor) -> ImageFiles:
+        return ImageFiles(self.paths, self.channels, self.image_size, rows, turns)
 
     def at_size(self, size: tuple[int, int]) -> ImageFiles:
         """The same rows read at `size` ``(H, W)``."""
         return ImageFiles(self.paths, self.channels, size, self.rows, self.turns)
 
-    # --- reading -----------------------------------------------------------------------------
     def read_row(self, row: int) -> torch.Tensor:
         """Row `row` as uint8 ``[C, H, W]``."""
         image = read_image(self.paths[int(self.rows[row])], self.channels, self.image_size)
@@ -171,10 +212,7 @@ class ImageFiles:
     ) -> torch.Tensor:
         """The rows at `index` (default: all) as uint8 ``[M, C, H, W]``, decoded on `threads`
         threads (default: `decode_threads`; 0 or 1: in this thread). `desc`: a progress bar."""
-        rows = torch.arange(len(self)) if index is None else torch.as_tensor(index).reshape(-1)
-        if rows.dtype == torch.bool:
-            rows = torch.nonzero(rows).flatten()
-        order = rows.tolist()
+        order = _row_numbers(index, len(self)).tolist()
         out = torch.empty((len(order), self.channels, *self.image_size), dtype=torch.uint8)
         threads = decode_threads() if threads is None else threads
         quiet = {} if desc else {"disable": True}
@@ -195,27 +233,13 @@ class ImageFiles:
         finally:
             bar.close()
 
-    def __getitem__(self, key: Any) -> torch.Tensor:
-        """Decoded rows, indexed as a tensor ``[N, C, H, W]`` would be."""
-        first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
-        if isinstance(first, int):
-            one = self.decode(torch.tensor([first % max(1, len(self))]), threads=0)[0]
-            return one[rest] if rest else one
-        if isinstance(first, slice):
-            picked = self.decode(torch.arange(len(self))[first])
-        else:
-            picked = self.decode(torch.as_tensor(first))
-        return picked[(slice(None), *rest)] if rest else picked
 
-
-class TurnedRows:
+class TurnedRows(RowView):
     """uint8 images ``[N, C, H, W]`` held in memory as `pixels` ``[P, C, H, W]`` without
-    copies: row ``i`` is ``pixels[rows[i]]`` turned by ``turns[i]`` quarter turns over
-    ``(H, W)``. Rotated classes (`rotate_images` of a tensor) are views of this kind, so they
-    take no memory of their own: each batch is turned as it is gathered (`index_select`), on
-    the device that holds `pixels`."""
-
-    dtype = torch.uint8
+    copies: row ``i`` is ``pixels[rows[i]]`` turned by ``turns[i]`` quarter turns. Rotated
+    classes (`rotate_images` of a tensor) are views of this kind, so they take no memory of
+    their own: each batch is turned as it is gathered (`index_select`), on the device that
+    holds `pixels`."""
 
     def __init__(
         self,
@@ -234,9 +258,6 @@ class TurnedRows:
         n, c, h, w = self.shape
         return f"TurnedRows({n} images {c}×{h}×{w} uint8 held as {len(self.pixels)})"
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
     @property
     def shape(self) -> torch.Size:
         return torch.Size((len(self.rows), *self.pixels.shape[1:]))
@@ -245,27 +266,8 @@ class TurnedRows:
     def device(self) -> torch.device:
         return self.pixels.device
 
-    def dim(self) -> int:
-        return 4
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes the rows would take as one tensor."""
-        n, c, h, w = self.shape
-        return n * c * h * w
-
-    def take(self, index: torch.Tensor) -> TurnedRows:
-        """The rows at `index` (int64 ``[M]`` or bool ``[N]``), still a view."""
-        index = torch.as_tensor(index).to(self.rows.device)
-        return TurnedRows(self.pixels, self.rows[index], self.turns[index])
-
-    def rotated(self, quarter_turns: int) -> TurnedRows:
-        """Every row turned by `quarter_turns` more quarter turns (square images only)."""
-        h, w = self.pixels.shape[-2:]
-        if h != w and quarter_turns % 2:
-            raise ValueError(f"quarter turns need square images, got {h}×{w}")
-        turns = ((self.turns.to(torch.int64) + quarter_turns) % 4).to(torch.int8)
-        return TurnedRows(self.pixels, self.rows, turns)
+    def _view(self, rows: torch.Tensor, turns: torch.Tensor) -> TurnedRows:
+        return TurnedRows(self.pixels, rows, turns)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> TurnedRows:
         """The same view with its pixels, rows and turns on `device`."""
@@ -291,22 +293,7 @@ class TurnedRows:
 
     def decode(self, index: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
         """The rows at `index` (default: all) as uint8 ``[M, C, H, W]``."""
-        rows = torch.arange(len(self)) if index is None else torch.as_tensor(index).reshape(-1)
-        if rows.dtype == torch.bool:
-            rows = torch.nonzero(rows).flatten()
-        return self.index_select(0, rows)
-
-    def __getitem__(self, key: Any) -> torch.Tensor:
-        """Rows as a tensor ``[N, C, H, W]`` indexed the same way would give."""
-        first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
-        if isinstance(first, int):
-            one = self.decode(torch.tensor([first % max(1, len(self))]))[0]
-            return one[rest] if rest else one
-        if isinstance(first, slice):
-            picked = self.decode(torch.arange(len(self))[first])
-        else:
-            picked = self.decode(torch.as_tensor(first))
-        return picked[(slice(None), *rest)] if rest else picked
+        return self.index_select(0, _row_numbers(index, len(self)))
 
 
 Images = torch.Tensor | ImageFiles | TurnedRows
@@ -320,7 +307,7 @@ def is_streamed(images: Images) -> bool:
 def take_images(images: Images, index: torch.Tensor) -> Images:
     """The rows of `images` at `index` (int64 ``[M]`` or bool ``[N]``): a tensor of a tensor,
     a view of an `ImageFiles` or `TurnedRows`."""
-    return images.take(index) if isinstance(images, (ImageFiles, TurnedRows)) else images[index]
+    return images.take(index) if isinstance(images, RowView) else images[index]
 
 
 def rotate_images(images: Images, quarter_turns: int) -> Images:

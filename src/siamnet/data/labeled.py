@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from siamnet.data.image_index import ImageFiles, Images, TurnedRows, take_images
+from siamnet.data.image_index import ImageFiles, Images, RowView, take_images
 from siamnet.errors import DataError
 
 
@@ -48,7 +48,7 @@ class LabeledImages:
 
     def __post_init__(self) -> None:
         where = f"{self.source}: " if self.source else ""
-        tensor = isinstance(self.images, (torch.Tensor, ImageFiles, TurnedRows))
+        tensor = isinstance(self.images, (torch.Tensor, RowView))
         if not tensor or self.images.dtype != torch.uint8:
             raise DataError(f"{where}images must be a uint8 tensor, got {_describe(self.images)}")
         if self.images.dim() != 4:
